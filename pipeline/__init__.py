@@ -1,0 +1,1 @@
+"""A reproducible DVC pipeline that trains and studies MLPs on MNIST."""

@@ -1,0 +1,64 @@
+"""Stage 6: error analysis, PCA views of inputs and hidden activations, first-layer weight templates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import numpy as np
+from sklearn.decomposition import PCA
+
+from pipeline.lib.atomic import atomic_path, write_json
+from pipeline.lib.cli import PATH, stage_command
+from pipeline.lib.figures import digit_grid, pca_figure, save_figure
+from pipeline.lib.metrics import confusion, most_confused_pairs
+from pipeline.lib.mnist import CLASS_NAMES
+from pipeline.lib.model import first_layer_weights, last_hidden, load_model
+from pipeline.lib.params import Params
+from pipeline.lib.storage import read_array, read_pair
+
+MAX_TEMPLATES = 64
+
+
+def pca_view(rows: np.ndarray, labels: np.ndarray, title: str, path: Path) -> None:
+    pca = PCA(n_components=2, svd_solver="full")
+    save_figure(pca_figure(pca.fit_transform(rows), labels, pca.explained_variance_ratio_, title), path)
+
+
+@click.option("--model", "model_path", type=PATH, required=True, help="Model file written by train.")
+@click.option("--data", type=PATH, required=True, help="Folder of the preprocessed arrays (test set).")
+@click.option("--predictions", type=PATH, required=True, help="Test-set probabilities written by evaluate.")
+@click.option("--out", type=PATH, required=True, help="Folder for the analysis JSON and figures.")
+@stage_command
+def main(params: Params, model_path: Path, data: Path, predictions: Path, out: Path) -> None:
+    settings = params.analyze
+    network = load_model(model_path).network
+    images, labels = read_pair(data, "test")
+    probs = read_array(predictions)
+    predicted, confidence = probs.argmax(1), probs.max(1)
+
+    mistakes = np.flatnonzero(predicted != labels)
+    worst = mistakes[np.argsort(-confidence[mistakes], kind="stable")][: settings.gallery_size]
+    captions = [f"true {labels[i]}, said {predicted[i]}\np={confidence[i]:.3f}" for i in worst]
+
+    sample = np.sort(np.random.default_rng(0).choice(len(labels), min(settings.pca_points, len(labels)), replace=False))
+    weights = first_layer_weights(network)[:MAX_TEMPLATES]
+    hidden_sizes = params.model.hidden_sizes
+    weight_captions = [f"unit {i}" for i in range(len(weights))] if hidden_sizes else list(CLASS_NAMES)
+
+    with atomic_path(out) as folder:
+        folder.mkdir()
+        write_json(folder / "confused_pairs.json", most_confused_pairs(confusion(labels, predicted), settings.confused_pairs))
+        save_figure(digit_grid(images[worst], captions, f"{len(worst)} most confident of {len(mistakes)} mistakes"), folder / "mistakes.png")
+        pca_view(images[sample], labels[sample], f"test images, PCA of {len(sample)} inputs", folder / "pca_inputs.png")
+        layer = f"last hidden layer ({hidden_sizes[-1]} units)" if hidden_sizes else "inputs (no hidden layer)"
+        pca_view(last_hidden(network, images[sample], 4096), labels[sample], f"PCA of the {layer}", folder / "pca_hidden.png")
+        save_figure(
+            digit_grid(weights, weight_captions, "first-layer weights as 28x28 templates", diverging=True),
+            folder / "first_layer_weights.png",
+        )
+    click.echo(f"analyze: {len(mistakes)} mistakes; figures in {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Library code the stages call: one module per job, no Click in here."""

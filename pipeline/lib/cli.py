@@ -1,0 +1,57 @@
+"""What every command shares: --params and --debug, and one-line errors.
+
+A PipelineError (or an OS error such as a full disk) ends the command with
+`error: <what and how to fix it>` on stderr and exit status 1; --debug shows
+the traceback instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from pipeline.lib.errors import PipelineError
+from pipeline.lib.params import DEFAULT_PARAMS, Params, load_params
+
+PATH = click.Path(path_type=Path)
+
+
+def fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def run_reporting_errors(action: Callable[[], None], debug: bool) -> None:
+    try:
+        action()
+    except PipelineError as error:
+        if debug:
+            raise
+        fail(str(error))
+    except OSError as error:
+        if debug:
+            raise
+        where = f"{error.filename}: " if error.filename else ""
+        fail(f"{where}{error.strerror or error}: check the path, its permissions and free disk space")
+
+
+def stage_command(function: Callable[..., None]) -> click.Command:
+    """A Click command calling `function(params, **options)` after validating the whole params file."""
+
+    @click.option(
+        "--params", "params_path", type=PATH, default=DEFAULT_PARAMS, show_default=True, help="Params file to validate and use."
+    )
+    @click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
+    @functools.wraps(function)
+    def command(params_path: Path, debug: bool, **options) -> None:
+        def action() -> None:
+            params: Params = load_params(params_path)
+            function(params, **options)
+
+        run_reporting_errors(action, debug)
+
+    return click.command(command)

@@ -1,0 +1,50 @@
+"""Classification metrics of test-set predictions, as plain JSON-ready numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, log_loss, precision_recall_fscore_support
+
+from pipeline.lib.mnist import CLASS_NAMES
+
+CLASSES = list(range(len(CLASS_NAMES)))
+
+
+def classification_report(labels: np.ndarray, probabilities: np.ndarray) -> dict:
+    """Accuracy, cross-entropy loss, and per-class and macro precision, recall and F1."""
+    predictions = probabilities.argmax(1)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, predictions, labels=CLASSES, zero_division=0
+    )
+    return {
+        "accuracy": round(float((predictions == labels).mean()), 6),
+        "errors": int((predictions != labels).sum()),
+        "loss": round(float(log_loss(labels, probabilities.astype(np.float64), labels=CLASSES)), 6),
+        "macro_f1": round(float(f1.mean()), 6),
+        "per_class": {
+            name: {
+                "precision": round(float(precision[i]), 6),
+                "recall": round(float(recall[i]), 6),
+                "f1": round(float(f1[i]), 6),
+                "support": int(support[i]),
+            }
+            for i, name in enumerate(CLASS_NAMES)
+        },
+    }
+
+
+def confusion(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
+    """(10, 10) counts, rows the true digit, columns the predicted one."""
+    return confusion_matrix(labels, predictions, labels=CLASSES)
+
+
+def most_confused_pairs(matrix: np.ndarray, count: int) -> list[dict]:
+    """The off-diagonal cells with the most images, largest first (ties by true, then predicted digit)."""
+    off_diagonal = [
+        (int(matrix[t, p]), t, p) for t in CLASSES for p in CLASSES if t != p and matrix[t, p] > 0
+    ]
+    off_diagonal.sort(key=lambda cell: (-cell[0], cell[1], cell[2]))
+    return [
+        {"true": CLASS_NAMES[t], "predicted": CLASS_NAMES[p], "count": n, "share_of_true": round(n / matrix[t].sum(), 6)}
+        for n, t, p in off_diagonal[:count]
+    ]

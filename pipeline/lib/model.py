@@ -1,0 +1,147 @@
+"""The MLP, its initializations, and the self-describing model file.
+
+The model file holds only tensors, numbers, strings and lists, so it loads
+with `torch.load(..., weights_only=True)`: opening a file never runs its code.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.lib.atomic import write_bytes
+from pipeline.lib.errors import PipelineError
+from pipeline.lib.mnist import CLASS_NAMES, IMAGE_SIDE
+from pipeline.lib.params import Model as ModelParams
+
+INPUT_SIZE = IMAGE_SIDE * IMAGE_SIDE
+FORMAT_VERSION = 1
+ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "gelu": nn.GELU,
+    "leaky_relu": nn.LeakyReLU,
+}
+
+
+def build_mlp(params: ModelParams) -> nn.Sequential:
+    """784 -> hidden sizes -> 10 logits; `hidden_sizes: []` is multinomial logistic regression.
+
+    Each hidden block is Linear, [BatchNorm1d], activation, [Dropout].
+    """
+    layers: list[nn.Module] = []
+    width = INPUT_SIZE
+    for hidden in params.hidden_sizes:
+        layers.append(nn.Linear(width, hidden))
+        if params.batch_norm:
+            layers.append(nn.BatchNorm1d(hidden))
+        layers.append(ACTIVATIONS[params.activation]())
+        if params.dropout > 0:
+            layers.append(nn.Dropout(params.dropout))
+        width = hidden
+    layers.append(nn.Linear(width, len(CLASS_NAMES)))
+    model = nn.Sequential(*layers)
+    initialize(model, params)
+    return model
+
+
+def initialize(model: nn.Module, params: ModelParams) -> None:
+    """Re-draw every Linear layer's weights as `params.init` says (default keeps PyTorch's)."""
+    if params.init == "default":
+        return
+    gain = nn.init.calculate_gain("relu" if params.activation == "leaky_relu" else params.activation)
+    for layer in model.modules():
+        if not isinstance(layer, nn.Linear):
+            continue
+        if params.init == "gaussian":
+            nn.init.normal_(layer.weight, std=params.init_std)
+        elif params.init == "uniform":
+            bound = 1 / math.sqrt(layer.in_features)
+            nn.init.uniform_(layer.weight, -bound, bound)
+        elif params.init == "glorot":
+            nn.init.xavier_uniform_(layer.weight, gain=gain)
+        elif params.init == "kaiming":
+            nn.init.kaiming_uniform_(layer.weight, nonlinearity="relu")
+        nn.init.zeros_(layer.bias)
+
+
+@torch.inference_mode()
+def in_batches(function: Callable[[torch.Tensor], torch.Tensor], rows: np.ndarray, batch_size: int) -> np.ndarray:
+    """Apply `function` to standardized rows (N, 784) batch by batch; float32 NumPy out."""
+    outputs = [function(torch.from_numpy(rows[start : start + batch_size])) for start in range(0, len(rows), batch_size)]
+    return torch.cat(outputs).float().numpy()
+
+
+def probabilities(network: nn.Sequential, rows: np.ndarray, batch_size: int) -> np.ndarray:
+    network.eval()
+    return in_batches(lambda batch: network(batch).softmax(1), rows, batch_size)
+
+
+def last_hidden(network: nn.Sequential, rows: np.ndarray, batch_size: int) -> np.ndarray:
+    """The input of the final Linear layer: the last hidden layer's activations (the pixels for `[]`)."""
+    network.eval()
+    return in_batches(network[:-1], rows, batch_size)
+
+
+def first_layer_weights(network: nn.Sequential) -> np.ndarray:
+    """(units, 784): each first-layer unit's weights, viewable as a 28x28 template."""
+    return network[0].weight.detach().cpu().numpy()
+
+
+def save_model(path: Path, model: nn.Module, params: ModelParams, mean: torch.Tensor, std: torch.Tensor) -> None:
+    """Weights, architecture, normalization statistics and class names in one file."""
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "architecture": params.model_dump(),
+        "state_dict": {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()},
+        "normalization": {"mean": mean.float().cpu(), "std": std.float().cpu()},
+        "class_names": list(CLASS_NAMES),
+    }
+    # Saving through a buffer keeps the archive's internal name fixed ("archive"), so equal
+    # models give equal bytes whatever the file is called.
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_bytes(path, buffer.getvalue())
+
+
+class LoadedModel:
+    """A model file opened safely: the network in eval mode and its normalization."""
+
+    def __init__(self, network: nn.Sequential, mean: torch.Tensor, std: torch.Tensor, class_names: list[str]):
+        self.network, self.mean, self.std, self.class_names = network, mean, std, class_names
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Raw pixels in [0, 255], shape (N, 784), to the model's input scale."""
+        return (pixels.float() / 255 - self.mean) / self.std
+
+
+def load_model(path: Path) -> LoadedModel:
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise PipelineError(f"{path} not found: run the train stage first (dvc repro train)") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
+        reason = "it holds code or objects that safe loading refuses" if "weights_only" in str(error) else "it is not a model file"
+        raise PipelineError(f"{path} cannot be loaded safely ({reason}): retrain with dvc repro train") from None
+    try:
+        if payload["format_version"] != FORMAT_VERSION:
+            raise ValueError("format version")
+        network = build_mlp(ModelParams.model_validate(payload["architecture"]))
+        network.load_state_dict(payload["state_dict"])
+        mean, std = payload["normalization"]["mean"], payload["normalization"]["std"]
+        class_names = list(payload["class_names"])
+    except (KeyError, TypeError, ValueError, RuntimeError):
+        raise PipelineError(
+            f"{path} is not a model file of this pipeline (format {FORMAT_VERSION}): retrain with dvc repro train"
+        ) from None
+    network.eval()
+    return LoadedModel(network, mean, std, class_names)

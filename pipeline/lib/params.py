@@ -1,0 +1,155 @@
+"""params.yaml as typed, validated objects.
+
+The file is loaded and checked once, before any stage does work: an unknown
+key, a wrong type or an out-of-range value becomes one ParamsError line that
+names the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipeline.lib.errors import PipelineError
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class ParamsError(PipelineError):
+    """params.yaml is unreadable or does not validate."""
+
+
+class Section(BaseModel):
+    # strict: YAML's "0.1" (a string) or "yes" (a bool) is never silently coerced.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Preprocess(Section):
+    normalization: Literal["standard", "per_pixel", "unit"]
+    std_floor: float = Field(gt=0)
+
+
+class Split(Section):
+    val_fraction: float = Field(gt=0, lt=1)
+    train_subset: int | None = Field(ge=10)
+    seed: int
+
+
+class Model(Section):
+    hidden_sizes: list[Annotated[int, Field(ge=1)]]
+    activation: Literal["relu", "tanh", "sigmoid", "gelu", "leaky_relu"]
+    dropout: float = Field(ge=0, lt=1)
+    batch_norm: bool
+    init: Literal["default", "gaussian", "uniform", "glorot", "kaiming"]
+    init_std: float = Field(gt=0)
+
+
+class Optimizer(Section):
+    name: Literal["sgd", "adam", "adamw", "rmsprop"]
+    lr: float = Field(gt=0)
+    momentum: float = Field(ge=0, lt=1)
+    nesterov: bool
+    weight_decay: float = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> Optimizer:
+        if self.nesterov and (self.name != "sgd" or self.momentum == 0):
+            raise ValueError("nesterov: true needs name: sgd and momentum > 0")
+        return self
+
+
+class LrSchedule(Section):
+    name: Literal["none", "step", "cosine", "onecycle"]
+    step_size: int = Field(ge=1)
+    gamma: float = Field(gt=0, le=1)
+
+
+class Augment(Section):
+    rotation_degrees: float = Field(ge=0, le=180)
+    shift_pixels: float = Field(ge=0, le=14)
+    scale: float = Field(ge=0, lt=1)
+    elastic_alpha: float = Field(ge=0)
+    elastic_sigma: float = Field(gt=0)
+
+    @property
+    def enabled(self) -> bool:
+        return any((self.rotation_degrees, self.shift_pixels, self.scale, self.elastic_alpha))
+
+
+class Train(Section):
+    seed: int
+    device: Literal["auto", "cpu", "cuda"]
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    loss: Literal["cross_entropy", "mse"]
+    l1: float = Field(ge=0)
+    l2: float = Field(ge=0)
+    optimizer: Optimizer
+    lr_schedule: LrSchedule
+    early_stopping_patience: int | None = Field(ge=1)
+    augment: Augment
+
+
+class Evaluate(Section):
+    batch_size: int = Field(ge=1)
+
+
+class Analyze(Section):
+    confused_pairs: int = Field(ge=1)
+    gallery_size: int = Field(ge=1, le=100)
+    pca_points: int = Field(ge=10)
+
+
+class Params(Section):
+    preprocess: Preprocess
+    split: Split
+    model: Model
+    train: Train
+    evaluate: Evaluate
+    analyze: Analyze
+
+
+def load_params(path: Path = DEFAULT_PARAMS) -> Params:
+    """Read and validate the whole params file; raise ParamsError on any problem."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path} not found: run from the project root or pass --params") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ParamsError(f"{path} is not valid YAML{where}: fix the syntax there") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path} must be a mapping of sections, like the committed params.yaml")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        raise ParamsError(f"{path}: {describe(error.errors()[0])}") from None
+
+
+def describe(error: dict) -> str:
+    """One pydantic error as 'key: what is wrong (what is allowed)'."""
+    location = [str(part) for part in error["loc"]]
+    # Union members and list items appear in the location; keep only the key path.
+    key = ".".join(part for part in location if not part.startswith(("int", "float", "none")))
+    if error["type"] == "extra_forbidden":
+        parent = _section_at(location[:-1])
+        allowed = ", ".join(parent.model_fields) if parent else "see params.yaml"
+        return f"{key}: unknown key (allowed here: {allowed})"
+    if error["type"] == "missing":
+        return f"{key}: missing"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{key}: {message} (got {error['input']!r})"
+
+
+def _section_at(location: list[str]) -> type[Section] | None:
+    section: type[Section]
+    for part in location:
+        field = section.model_fields.get(part)
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, Section)):
+            return None
+        section = field.annotation
+    return section

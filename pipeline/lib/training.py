@@ -1,0 +1,204 @@
+"""The training loop: tensors in memory, one optimizer step per batch, validation every epoch.
+
+No DataLoader and no per-sample transforms: each epoch shuffles index
+tensors, slices batches, and augments whole batches on the training device.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.lib.augment import Augmenter
+from pipeline.lib.errors import PipelineError
+from pipeline.lib.params import Train
+
+EVAL_BATCH = 4096
+
+
+class TrainingDiverged(PipelineError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Standardized rows (N, 784) float32 and labels (N,) int64, on one device."""
+
+    inputs: torch.Tensor
+    labels: torch.Tensor
+
+    def to(self, device: torch.device) -> Dataset:
+        return Dataset(self.inputs.to(device), self.labels.to(device))
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    lr: float
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_state: dict[str, torch.Tensor]
+    history: list[EpochResult] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise PipelineError("train.device is cuda but no CUDA GPU is visible: set train.device to auto or cpu")
+    return torch.device("cuda" if name in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+
+
+def make_deterministic(seed: int) -> None:
+    """Same seed, same machine, same bytes: seeded RNGs and deterministic kernels (on CUDA too)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+
+
+def loss_function(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    if name == "cross_entropy":
+        return F.cross_entropy
+
+    def mse(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Squared error of the softmax against one-hot targets, summed over classes."""
+        targets = F.one_hot(labels, logits.shape[1]).to(logits.dtype)
+        return (logits.softmax(1) - targets).pow(2).sum(1).mean()
+
+    return mse
+
+
+def make_optimizer(model: nn.Module, params: Train) -> torch.optim.Optimizer:
+    config = params.optimizer
+    common = {"lr": config.lr, "weight_decay": config.weight_decay}
+    if config.name == "sgd":
+        return torch.optim.SGD(model.parameters(), momentum=config.momentum, nesterov=config.nesterov, **common)
+    if config.name == "rmsprop":
+        return torch.optim.RMSprop(model.parameters(), momentum=config.momentum, **common)
+    return {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[config.name](model.parameters(), **common)
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, params: Train, steps_per_epoch: int):
+    """A per-step LR scheduler, or None. `step` decays every step_size epochs."""
+    schedule, total = params.lr_schedule, params.epochs * steps_per_epoch
+    if schedule.name == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, schedule.step_size * steps_per_epoch, schedule.gamma)
+    if schedule.name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
+    if schedule.name == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, params.optimizer.lr, total_steps=total)
+    return None
+
+
+def weight_penalty(model: nn.Module, l1: float, l2: float) -> torch.Tensor | float:
+    """L1 and L2 penalties on Linear weights; biases and batch-norm scales are not penalized."""
+    if not (l1 or l2):
+        return 0.0
+    weights = [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
+    penalty = sum(l1 * w.abs().sum() + l2 * w.pow(2).sum() for w in weights)
+    return penalty
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, data: Dataset, loss_name: str = "cross_entropy") -> tuple[float, float]:
+    """Mean loss and accuracy over a dataset, in eval mode, in large batches."""
+    model.eval()
+    criterion = loss_function(loss_name)
+    total_loss = torch.zeros((), device=data.inputs.device)
+    correct = torch.zeros((), dtype=torch.long, device=data.inputs.device)
+    for start in range(0, len(data.labels), EVAL_BATCH):
+        logits = model(data.inputs[start : start + EVAL_BATCH])
+        labels = data.labels[start : start + EVAL_BATCH]
+        total_loss += criterion(logits, labels) * len(labels)
+        correct += (logits.argmax(1) == labels).sum()
+    n = len(data.labels)
+    return total_loss.item() / n, correct.item() / n
+
+
+def train(
+    model: nn.Module,
+    train_data: Dataset,
+    val_data: Dataset,
+    params: Train,
+    background: torch.Tensor,
+    on_epoch: Callable[[EpochResult], None],
+) -> TrainResult:
+    """Train for params.epochs (or until early stopping); keep the best validation epoch's weights.
+
+    `background` is the standardized value of a black pixel, what augmentation shifts in.
+    """
+    device = train_data.inputs.device
+    generator = torch.Generator(device=device).manual_seed(params.seed)
+    augmenter = Augmenter(params.augment, background.to(device), generator) if params.augment.enabled else None
+    criterion = loss_function(params.loss)
+    optimizer = make_optimizer(model, params)
+    n, batch_size = len(train_data.labels), params.batch_size
+    steps_per_epoch = -(-n // batch_size)
+    scheduler = make_schedule(optimizer, params, steps_per_epoch)
+    result = TrainResult(best_epoch=0, best_state={})
+    best_accuracy, epochs_without_gain = -1.0, 0
+
+    for epoch in range(1, params.epochs + 1):
+        started = time.perf_counter()
+        model.train()
+        lr = optimizer.param_groups[0]["lr"]
+        order = torch.randperm(n, device=device, generator=generator)
+        inputs, labels = train_data.inputs[order], train_data.labels[order]
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), dtype=torch.long, device=device)
+        for step, start in enumerate(range(0, n, batch_size), start=1):
+            batch, batch_labels = inputs[start : start + batch_size], labels[start : start + batch_size]
+            if augmenter is not None:
+                batch = augmenter(batch)
+            logits = model(batch)
+            loss = criterion(logits, batch_labels)
+            objective = loss + weight_penalty(model, params.l1, params.l2)
+            if not torch.isfinite(objective):
+                raise TrainingDiverged(
+                    f"loss became {objective.item()} at epoch {epoch}, step {step} with lr "
+                    f"{optimizer.param_groups[0]['lr']:g}: lower train.optimizer.lr"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            objective.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            loss_sum += loss.detach() * len(batch_labels)
+            correct += (logits.detach().argmax(1) == batch_labels).sum()
+
+        val_loss, val_accuracy = evaluate(model, val_data, params.loss)
+        outcome = EpochResult(
+            epoch=epoch,
+            train_loss=loss_sum.item() / n,
+            train_accuracy=correct.item() / n,
+            val_loss=val_loss,
+            val_accuracy=val_accuracy,
+            lr=lr,
+            seconds=time.perf_counter() - started,
+        )
+        result.history.append(outcome)
+        on_epoch(outcome)
+        if val_accuracy > best_accuracy:
+            best_accuracy, epochs_without_gain = val_accuracy, 0
+            result.best_epoch, result.best_state = epoch, copy.deepcopy(model.state_dict())
+        else:
+            epochs_without_gain += 1
+            if params.early_stopping_patience is not None and epochs_without_gain >= params.early_stopping_patience:
+                result.stopped_early = True
+                break
+    return result
