@@ -17,25 +17,34 @@ from pipeline.lib.storage import read_pair
 
 @click.option("--model", "model_path", type=PATH, required=True, help="Model file written by train.")
 @click.option("--data", type=PATH, required=True, help="Folder of the preprocessed arrays (test set).")
-@click.option("--metrics", type=PATH, required=True, help="JSON file for test metrics.")
+@click.option("--metrics", type=PATH, required=True, help="JSON file for test accuracy, loss and macro F1.")
+@click.option("--per-class", type=PATH, required=True, help="JSON file for per-digit precision, recall and F1.")
 @click.option("--confusion-csv", type=PATH, required=True, help="Per-image actual,predicted rows for dvc plots.")
 @click.option("--confusion-png", type=PATH, required=True, help="Rendered confusion matrix.")
 @click.option("--predictions", type=PATH, required=True, help=".npy file of test-set class probabilities.")
 @stage_command
 def main(
-    params: Params, model_path: Path, data: Path, metrics: Path, confusion_csv: Path, confusion_png: Path, predictions: Path
+    params: Params,
+    model_path: Path,
+    data: Path,
+    metrics: Path,
+    per_class: Path,
+    confusion_csv: Path,
+    confusion_png: Path,
+    predictions: Path,
 ) -> None:
     network = load_model(model_path).network
     images, labels = read_pair(data, "test")
     probs = probabilities(network, images, params.evaluate.batch_size)
     predicted = probs.argmax(1)
-    report = classification_report(labels, probs)
+    report, per_digit = classification_report(labels, probs)
     rows = "".join(f"{actual},{guess}\n" for actual, guess in zip(labels, predicted))
     write_bytes(confusion_csv, ("actual,predicted\n" + rows).encode())
     save_figure(
         confusion_figure(confusion(labels, predicted), f"test accuracy {report['accuracy']:.2%}"), confusion_png
     )
     write_array(predictions, probs)
+    write_json(per_class, per_digit)
     write_json(metrics, report)
     click.echo(f"evaluate: test accuracy {report['accuracy']:.4f}, loss {report['loss']:.4f}")
 

@@ -16,7 +16,7 @@ from pipeline.lib.model import build_mlp, save_model
 from pipeline.lib.normalization import Normalization
 from pipeline.lib.params import Params
 from pipeline.lib.storage import read_pair
-from pipeline.lib.training import Dataset, EpochResult, make_deterministic, resolve_device, train
+from pipeline.lib.training import Dataset, EpochResult, hardware_identity, make_deterministic, resolve_device, train
 
 
 def load_dataset(folder: Path, name: str, device: torch.device) -> Dataset:
@@ -25,6 +25,7 @@ def load_dataset(folder: Path, name: str, device: torch.device) -> Dataset:
 
 
 def log_epoch(live: Live, outcome: EpochResult) -> None:
+    live.step = outcome.epoch  # plots and summaries count epochs from 1, like best_epoch
     for split in ("train", "val"):
         live.log_metric(f"{split}/loss", round(getattr(outcome, f"{split}_loss"), 6))
         live.log_metric(f"{split}/accuracy", round(getattr(outcome, f"{split}_accuracy"), 6))
@@ -67,8 +68,7 @@ def main(params: Params, data: Path, stats: Path, model_path: Path, live_dir: Pa
         model_path, model, params.model, torch.from_numpy(normalization.mean), torch.from_numpy(normalization.std)
     )
     write_json(timing, {
-        "device": device.type,
-        "threads": torch.get_num_threads(),
+        "hardware": hardware_identity(device),
         "train_seconds": round(seconds, 2),
         "seconds_per_epoch": round(sum(e.seconds for e in result.history) / len(result.history), 3),
     })

@@ -10,27 +10,30 @@ from pipeline.lib.mnist import CLASS_NAMES
 CLASSES = list(range(len(CLASS_NAMES)))
 
 
-def classification_report(labels: np.ndarray, probabilities: np.ndarray) -> dict:
-    """Accuracy, cross-entropy loss, and per-class and macro precision, recall and F1."""
+def classification_report(labels: np.ndarray, probabilities: np.ndarray) -> tuple[dict, dict]:
+    """(summary, per-class): accuracy, cross-entropy loss and macro F1; per-class precision, recall, F1."""
     predictions = probabilities.argmax(1)
+    exact = probabilities.astype(np.float64)
+    exact /= exact.sum(1, keepdims=True)  # float32 softmax rows sum to 1 only within rounding
     precision, recall, f1, support = precision_recall_fscore_support(
         labels, predictions, labels=CLASSES, zero_division=0
     )
-    return {
+    summary = {
         "accuracy": round(float((predictions == labels).mean()), 6),
         "errors": int((predictions != labels).sum()),
-        "loss": round(float(log_loss(labels, probabilities.astype(np.float64), labels=CLASSES)), 6),
+        "loss": round(float(log_loss(labels, exact, labels=CLASSES)), 6),
         "macro_f1": round(float(f1.mean()), 6),
-        "per_class": {
-            name: {
-                "precision": round(float(precision[i]), 6),
-                "recall": round(float(recall[i]), 6),
-                "f1": round(float(f1[i]), 6),
-                "support": int(support[i]),
-            }
-            for i, name in enumerate(CLASS_NAMES)
-        },
     }
+    per_class = {
+        name: {
+            "precision": round(float(precision[i]), 6),
+            "recall": round(float(recall[i]), 6),
+            "f1": round(float(f1[i]), 6),
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(CLASS_NAMES)
+    }
+    return summary, per_class
 
 
 def confusion(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:

@@ -60,7 +60,7 @@ def read_idx(path: Path, dimensions: int) -> np.ndarray:
 
 def parse_idx(raw: bytes, dimensions: int, name: str = "IDX data") -> np.ndarray:
     header_size = 4 + 4 * dimensions
-    if len(raw) < header_size:
+    if len(raw) < 4:
         raise IdxError(f"{name} is too short for an IDX header ({len(raw)} bytes): download it again")
     zero, data_type, found_dimensions = struct.unpack(">HBB", raw[:4])
     expected_magic = (_UNSIGNED_BYTE << 8) | dimensions
@@ -69,6 +69,8 @@ def parse_idx(raw: bytes, dimensions: int, name: str = "IDX data") -> np.ndarray
             f"{name} has IDX magic 0x{struct.unpack('>I', raw[:4])[0]:08x}, expected 0x{expected_magic:08x}: "
             "it is not an MNIST file of this kind; download it again"
         )
+    if len(raw) < header_size:
+        raise IdxError(f"{name} is too short for an IDX header ({len(raw)} bytes): download it again")
     shape = struct.unpack(f">{dimensions}I", raw[4:header_size])
     if len(raw) - header_size != int(np.prod(shape)):
         raise IdxError(

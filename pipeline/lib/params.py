@@ -146,7 +146,7 @@ def describe(error: dict) -> str:
 
 
 def _section_at(location: list[str]) -> type[Section] | None:
-    section: type[Section]
+    section: type[Section] = Params
     for part in location:
         field = section.model_fields.get(part)
         if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, Section)):

@@ -7,7 +7,9 @@ tensors, slices batches, and augments whole batches on the training device.
 from __future__ import annotations
 
 import copy
+import math
 import os
+import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +23,9 @@ from pipeline.lib.errors import PipelineError
 from pipeline.lib.params import Train
 
 EVAL_BATCH = 4096
+# Cross-entropy starts near ln(10) = 2.3 and MSE here is at most 2: a batch loss above this
+# has exploded even while still finite (Adam at lr 1 reaches ~3e5 and ends at chance).
+EXPLODED_LOSS = 1e4
 
 
 class TrainingDiverged(PipelineError):
@@ -61,6 +66,24 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise PipelineError("train.device is cuda but no CUDA GPU is visible: set train.device to auto or cpu")
     return torch.device("cuda" if name in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+
+
+def hardware_identity(device: torch.device) -> dict[str, str | int]:
+    """What results are bit-identical across: same processor, threads and torch build."""
+    if device.type == "cuda":
+        processor = torch.cuda.get_device_name(device)
+    else:
+        models = [line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")]
+        processor = models[0] if models else platform.processor() or platform.machine()
+    return {"device": device.type, "processor": processor, "threads": torch.get_num_threads(), "torch": torch.__version__}
+
+
+def _cpuinfo() -> list[str]:
+    try:
+        with open("/proc/cpuinfo") as file:
+            return file.read().splitlines()
+    except OSError:
+        return []
 
 
 def make_deterministic(seed: int) -> None:
@@ -168,9 +191,10 @@ def train(
             logits = model(batch)
             loss = criterion(logits, batch_labels)
             objective = loss + weight_penalty(model, params.l1, params.l2)
-            if not torch.isfinite(objective):
+            value = objective.item()
+            if not math.isfinite(value) or loss.item() > EXPLODED_LOSS:
                 raise TrainingDiverged(
-                    f"loss became {objective.item()} at epoch {epoch}, step {step} with lr "
+                    f"training diverged: loss {value:.3g} at epoch {epoch}, step {step} with lr "
                     f"{optimizer.param_groups[0]['lr']:g}: lower train.optimizer.lr"
                 )
             optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,109 @@
+"""Shared fixtures: tiny synthetic MNIST-format data written by the tests, and small params."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from pipeline.lib.mnist import SPLIT_FILES, write_idx_gz
+from pipeline.lib.params import Params
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_MNIST = PROJECT_ROOT.parent / "shared" / "mnist"
+
+
+def synthetic_digits(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 28x28 images whose class is a bright bar at a class-dependent row, plus noise.
+
+    Easy enough that a small MLP learns it in a few epochs, so tests can check learning.
+    """
+    rng = np.random.default_rng(seed)
+    labels = np.arange(count, dtype=np.uint8) % 10
+    rng.shuffle(labels)
+    images = rng.integers(0, 40, size=(count, 28, 28), dtype=np.uint8)
+    for image, label in zip(images, labels):
+        row = 4 + 2 * int(label)
+        image[row : row + 2, 6:22] = 255
+    return images, labels
+
+
+def write_raw(folder: Path, train_count: int = 400, test_count: int = 100, seed: int = 0) -> dict[str, str]:
+    """The four .gz files in `folder`; returns their MD5s by name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, count, split_seed in (("train", train_count, seed), ("test", test_count, seed + 1)):
+        images, labels = synthetic_digits(count, split_seed)
+        images_name, labels_name = SPLIT_FILES[split]
+        write_idx_gz(folder / images_name, images)
+        write_idx_gz(folder / labels_name, labels)
+    return {path.name: hashlib.md5(path.read_bytes()).hexdigest() for path in sorted(folder.glob("*.gz"))}
+
+
+def small_params(**overrides: dict) -> dict:
+    """The committed params.yaml, shrunk for tests, with per-section overrides merged in."""
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    params["model"]["hidden_sizes"] = [32]
+    params["train"].update(epochs=3, batch_size=32)
+    params["analyze"].update(pca_points=50, gallery_size=4)
+    for section, values in overrides.items():
+        merge(params[section], values)
+    return params
+
+
+def merge(target: dict, changes: dict) -> None:
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            merge(target[key], value)
+        else:
+            target[key] = value
+
+
+def write_params(path: Path, params: dict) -> Path:
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def raw_dir(tmp_path: Path) -> Path:
+    write_raw(tmp_path / "raw")
+    return tmp_path / "raw"
+
+
+@pytest.fixture
+def params_file(tmp_path: Path) -> Path:
+    return write_params(tmp_path / "params.yaml", small_params())
+
+
+@pytest.fixture
+def params(params_file: Path) -> Params:
+    return Params.model_validate(yaml.safe_load(params_file.read_text()))
+
+
+@pytest.fixture
+def run_stage():
+    """Invoke a stage's Click command in-process; returns the click Result."""
+
+    def invoke(command, *args: str):
+        return CliRunner().invoke(command, [str(arg) for arg in args], catch_exceptions=False)
+
+    return invoke
+
+
+@pytest.fixture
+def shared_mnist() -> Path:
+    if not (SHARED_MNIST / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"real MNIST not found at {SHARED_MNIST}")
+    return SHARED_MNIST
+
+
+def copy_project(destination: Path) -> Path:
+    """The files a pipeline run needs, without data/, reports/ or git history."""
+    for name in ("dvc.yaml", "params.yaml", "pyproject.toml"):
+        shutil.copy(PROJECT_ROOT / name, destination / name)
+    shutil.copytree(PROJECT_ROOT / "pipeline", destination / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    return destination

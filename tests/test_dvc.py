@@ -1,0 +1,103 @@
+"""dvc.yaml tracks exactly what each stage uses, and `dvc repro` rebuilds exactly what a change touches."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import PROJECT_ROOT, copy_project, small_params, write_params
+
+STAGES = ["download", "preprocess", "split", "train", "evaluate", "analyze"]
+DVC_YAML = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def pipeline_imports(module: str) -> set[str]:
+    tree = ast.parse((PROJECT_ROOT / (module.replace(".", "/") + ".py")).read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pipeline."):
+            found.add(node.module)
+    return found
+
+
+def code_closure(module: str) -> set[str]:
+    """Every pipeline module `module` imports, directly or not, as file paths."""
+    seen, todo = {module}, [module]
+    while todo:
+        for imported in pipeline_imports(todo.pop()) - seen:
+            seen.add(imported)
+            todo.append(imported)
+    return {name.replace(".", "/") + ".py" for name in seen}
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_stage_depends_on_exactly_its_code(stage):
+    declared = {dep for dep in DVC_YAML[stage]["deps"] if dep.startswith("pipeline/")}
+    assert declared == code_closure(f"pipeline.{stage}")
+
+
+def test_stages_never_import_each_other():
+    for stage in STAGES:
+        assert not {f"pipeline.{other}" for other in STAGES} & pipeline_imports(f"pipeline.{stage}")
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_stage_depends_on_its_own_params_sections(stage):
+    expected = {"download": None, "train": ["model", "train"]}.get(stage, [stage])
+    assert DVC_YAML[stage].get("params") == expected
+
+
+def git(project: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=project, check=True, capture_output=True)
+
+
+def dvc(project: Path, *args: str) -> str:
+    result = subprocess.run(["dvc", *args], cwd=project, capture_output=True, text=True, env=os.environ | {"DVC_NO_ANALYTICS": "1"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+@pytest.fixture
+def project(tmp_path, shared_mnist, monkeypatch) -> Path:
+    """A fresh git + DVC copy of the project with tiny training params, on real MNIST."""
+    monkeypatch.setenv("MNIST_MIRROR", str(shared_mnist))
+    (tmp_path / "project").mkdir()
+    project = copy_project(tmp_path / "project")
+    write_params(project / "params.yaml", small_params(split={"train_subset": 2000}, train={"epochs": 2}))
+    git(project, "init", "-q")
+    git(project, "config", "user.email", "test@example.com")
+    git(project, "config", "user.name", "test")
+    dvc(project, "init", "-q")
+    dvc(project, "config", "core.analytics", "false")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "init")
+    return project
+
+
+def ran(output: str) -> list[str]:
+    return [stage for stage in STAGES if f"Running stage '{stage}'" in output]
+
+
+@pytest.mark.slow
+def test_repro_then_noop_then_experiment_reruns_only_training(project):
+    assert ran(dvc(project, "repro")) == STAGES
+    metrics = json.loads((project / "reports/evaluate/metrics.json").read_text())
+    assert metrics["accuracy"] > 0.8  # 2,000 real images, 2 epochs, 32 hidden units
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "baseline")
+
+    assert ran(dvc(project, "repro")) == []
+
+    output = dvc(project, "exp", "run", "-S", "train.optimizer.lr=0.01")
+    assert ran(output) == ["train", "evaluate", "analyze"]
+    assert "didn't change, skipping" in output
+    diff = dvc(project, "metrics", "diff", "--json")
+    assert "reports/evaluate/metrics.json" in json.loads(diff)
+    shown = json.loads(dvc(project, "exp", "show", "--json"))
+    assert len(shown) >= 1 and "train.optimizer.lr" in dvc(project, "params", "diff")

@@ -1,0 +1,125 @@
+"""Architecture and initialization knobs change the network as claimed; the model file loads safely."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import small_params
+from pipeline.lib.errors import PipelineError
+from pipeline.lib.model import build_mlp, load_model, save_model
+from pipeline.lib.params import Model
+
+
+def model_params(**changes) -> Model:
+    return Model.model_validate({**small_params()["model"], **changes})
+
+
+def count(network: nn.Module) -> int:
+    return sum(p.numel() for p in network.parameters())
+
+
+def test_empty_hidden_sizes_is_logistic_regression():
+    network = build_mlp(model_params(hidden_sizes=[]))
+    assert count(network) == 7850 and len(network) == 1
+
+
+def test_tutorial_architecture():
+    network = build_mlp(model_params(hidden_sizes=[250, 100]))
+    assert [m.out_features for m in network if isinstance(m, nn.Linear)] == [250, 100, 10]
+    assert count(network) == 784 * 250 + 250 + 250 * 100 + 100 + 100 * 10 + 10
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "gelu", "leaky_relu"])
+def test_activation_is_used(activation):
+    network = build_mlp(model_params(activation=activation))
+    assert type(network[1]).__name__.lower().replace("_", "") == activation.replace("_", "")
+
+
+def test_batch_norm_and_dropout_layers():
+    network = build_mlp(model_params(hidden_sizes=[64, 32], batch_norm=True, dropout=0.2))
+    kinds = [type(m).__name__ for m in network]
+    assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Dropout", "Linear", "BatchNorm1d", "ReLU", "Dropout", "Linear"]
+
+
+def test_dropout_is_active_in_training_and_off_in_evaluation():
+    torch.manual_seed(0)
+    network = build_mlp(model_params(hidden_sizes=[512], dropout=0.5))
+    inputs = torch.randn(4, 784)
+    network.train()
+    assert not torch.equal(network(inputs), network(inputs))
+    network.eval()
+    assert torch.equal(network(inputs), network(inputs))
+
+
+def test_glorot_weights_have_the_expected_variance():
+    torch.manual_seed(0)
+    network = build_mlp(model_params(hidden_sizes=[500], init="glorot", activation="tanh"))
+    weight = network[0].weight
+    gain = 5 / 3  # tanh
+    expected = gain**2 * 2 / (784 + 500)
+    assert weight.var().item() == pytest.approx(expected, rel=0.02)
+    assert torch.count_nonzero(network[0].bias) == 0
+
+
+def test_gaussian_init_uses_the_given_std_and_zero_biases():
+    torch.manual_seed(0)
+    network = build_mlp(model_params(hidden_sizes=[64], init="gaussian", init_std=0.1))
+    assert network[0].weight.std().item() == pytest.approx(0.1, rel=0.02)
+    assert torch.count_nonzero(network[2].bias) == 0
+
+
+def test_kaiming_variance():
+    torch.manual_seed(0)
+    network = build_mlp(model_params(hidden_sizes=[500], init="kaiming"))
+    assert network[0].weight.var().item() == pytest.approx(2 / 784, rel=0.03)
+
+
+def test_model_file_round_trip_with_weights_only(tmp_path):
+    params = model_params(hidden_sizes=[16, 8], batch_norm=True)
+    network = build_mlp(params)
+    mean, std = torch.full((784,), 0.13), torch.full((784,), 0.31)
+    save_model(tmp_path / "m.pt", network, params, mean, std)
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert payload["class_names"] == [str(d) for d in range(10)]
+    loaded = load_model(tmp_path / "m.pt")
+    inputs = torch.randn(3, 784)
+    network.eval()
+    assert torch.equal(loaded.network(inputs), network(inputs))
+    assert torch.equal(loaded.mean, mean) and not loaded.network.training
+
+
+def test_same_model_same_bytes_whatever_the_file_name(tmp_path):
+    params = model_params()
+    network = build_mlp(params)
+    save_model(tmp_path / "a.pt", network, params, torch.zeros(784), torch.ones(784))
+    save_model(tmp_path / "b.pt", network, params, torch.zeros(784), torch.ones(784))
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+
+
+class RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_a_pickle_that_would_run_code_is_refused(tmp_path):
+    torch.save({"payload": RunsCode()}, tmp_path / "evil.pt")
+    with pytest.raises(PipelineError, match="cannot be loaded safely"):
+        load_model(tmp_path / "evil.pt")
+
+
+@pytest.mark.parametrize("content", [b"", b"not a model at all", pickle.dumps({"x": 1})])
+def test_a_file_that_is_not_a_model_is_refused(tmp_path, content):
+    (tmp_path / "m.pt").write_bytes(content)
+    with pytest.raises(PipelineError, match="retrain with dvc repro train"):
+        load_model(tmp_path / "m.pt")
+
+
+def test_a_torch_file_of_another_kind_is_refused(tmp_path):
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "m.pt")
+    with pytest.raises(PipelineError, match="not a model file of this pipeline"):
+        load_model(tmp_path / "m.pt")

@@ -1,0 +1,178 @@
+"""Every stage as its Click command, chained on tiny synthetic data, and its one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import small_params, write_params
+from pipeline import analyze, download, evaluate, preprocess, split, train
+from pipeline.lib.mnist import OFFICIAL_FILES
+
+
+def pipeline_steps(params_file: Path, raw: Path, root: Path) -> tuple[dict[str, Path], list[tuple]]:
+    """preprocess -> split -> train -> evaluate -> analyze, as dvc.yaml chains them: (paths, commands)."""
+    paths = {
+        "pre": root / "pre", "stats": root / "reports/normalization.json", "split": root / "split",
+        "counts": root / "reports/counts.json", "model": root / "model/model.pt", "live": root / "reports/train",
+        "timing": root / "reports/timing.json", "metrics": root / "reports/metrics.json",
+        "per_class": root / "reports/per_class.json",
+        "csv": root / "reports/confusion.csv", "png": root / "reports/confusion.png",
+        "probs": root / "probs.npy", "analysis": root / "reports/analyze",
+    }
+    p = ["--params", params_file]
+    steps = [
+        (preprocess.main, "--raw", raw, "--out", paths["pre"], "--stats", paths["stats"]),
+        (split.main, "--data", paths["pre"], "--out", paths["split"], "--counts", paths["counts"]),
+        (train.main, "--data", paths["split"], "--stats", paths["stats"], "--model", paths["model"],
+         "--live", paths["live"], "--timing", paths["timing"]),
+        (evaluate.main, "--model", paths["model"], "--data", paths["pre"], "--metrics", paths["metrics"],
+         "--per-class", paths["per_class"], "--confusion-csv", paths["csv"], "--confusion-png", paths["png"], "--predictions", paths["probs"]),
+        (analyze.main, "--model", paths["model"], "--data", paths["pre"], "--predictions", paths["probs"],
+         "--out", paths["analysis"]),
+    ]
+    return paths, [(command, *p, *args) for command, *args in steps]
+
+
+def run_pipeline(run_stage, params_file: Path, raw: Path, root: Path) -> dict[str, Path]:
+    paths, steps = pipeline_steps(params_file, raw, root)
+    for step in steps:
+        result = run_stage(*step)
+        assert result.exit_code == 0, result.output
+    return paths
+
+
+def test_all_stages_chain_on_synthetic_data(tmp_path, raw_dir, params_file, run_stage):
+    paths = run_pipeline(run_stage, params_file, raw_dir, tmp_path)
+
+    train_images = np.load(paths["pre"] / "train_images.npy")
+    assert train_images.shape == (400, 784) and train_images.dtype == np.float32
+    assert abs(train_images.mean()) < 1e-4  # standardized with its own statistics
+
+    counts = json.loads(paths["counts"].read_text())
+    assert counts["train"]["total"] == 360 and counts["val"]["total"] == 40
+    assert set(counts["val"]["per_class"].values()) == {4}
+
+    summary = json.loads((paths["live"] / "metrics.json").read_text())
+    assert summary["step"] == 3 and 1 <= summary["best_epoch"] <= 3
+    val_curve = (paths["live"] / "plots/metrics/val/accuracy.tsv").read_text().splitlines()
+    assert val_curve[0] == "step\taccuracy" and len(val_curve) == 4
+    timing = json.loads(paths["timing"].read_text())
+    assert timing["hardware"]["device"] == "cpu" and timing["train_seconds"] > 0
+
+    metrics = json.loads(paths["metrics"].read_text())
+    assert metrics["accuracy"] > 0.9  # the synthetic task is easy
+    assert metrics["errors"] == round((1 - metrics["accuracy"]) * 100)
+    per_class = json.loads(paths["per_class"].read_text())
+    assert sorted(per_class) == [str(d) for d in range(10)]
+    assert sum(c["support"] for c in per_class.values()) == 100
+    rows = paths["csv"].read_text().splitlines()
+    assert rows[0] == "actual,predicted" and len(rows) == 101
+    probs = np.load(paths["probs"])
+    assert probs.shape == (100, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
+
+    figures = sorted(p.name for p in paths["analysis"].iterdir())
+    assert figures == ["confused_pairs.json", "first_layer_weights.png", "mistakes.png", "pca_hidden.png", "pca_inputs.png"]
+    assert all((paths["analysis"] / name).read_bytes()[:4] == b"\x89PNG" for name in figures if name.endswith(".png"))
+    assert paths["png"].read_bytes()[:4] == b"\x89PNG"
+
+    payload = torch.load(paths["model"], weights_only=True)
+    assert payload["architecture"]["hidden_sizes"] == [32]
+    assert torch.allclose(payload["normalization"]["mean"], torch.tensor(json.loads(paths["stats"].read_text())["mean"]))
+
+
+def test_analyze_handles_logistic_regression(tmp_path, raw_dir, run_stage):
+    params_file = write_params(tmp_path / "params.yaml", small_params(model={"hidden_sizes": []}))
+    paths = run_pipeline(run_stage, params_file, raw_dir, tmp_path)
+    assert (paths["analysis"] / "first_layer_weights.png").exists()
+
+
+def test_download_stage_from_a_folder_mirror(tmp_path, params_file, run_stage, shared_mnist, monkeypatch):
+    monkeypatch.setenv("MNIST_MIRROR", str(shared_mnist))
+    result = run_stage(download.main, "--params", params_file, "--out", tmp_path / "raw")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == sorted(OFFICIAL_FILES)
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_bad_params_fail_before_any_work(tmp_path, raw_dir, run_stage):
+    bad = write_params(tmp_path / "params.yaml", small_params(train={"optimizer": {"lr": -1.0}}))
+    result = run_stage(preprocess.main, "--params", bad, "--raw", raw_dir, "--out", tmp_path / "pre", "--stats", tmp_path / "s.json")
+    assert_one_line_error(result, "train.optimizer.lr", "greater than 0")
+    assert not (tmp_path / "pre").exists() and not (tmp_path / "s.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "fragment"),
+    [
+        (lambda path: path.write_bytes(path.read_bytes()[:1000]), "not a complete gzip file"),
+        (lambda path: path.write_bytes(b""), "too short for an IDX header"),
+    ],
+)
+def test_corrupt_raw_file_leaves_no_output(tmp_path, raw_dir, params_file, run_stage, corrupt, fragment):
+    corrupt(raw_dir / "train-images-idx3-ubyte.gz")
+    out = tmp_path / "pre"
+    result = run_stage(preprocess.main, "--params", params_file, "--raw", raw_dir, "--out", out, "--stats", tmp_path / "s.json")
+    assert_one_line_error(result, fragment, "download")
+    assert not out.exists() and not list(tmp_path.glob(".pre*"))
+
+
+def test_missing_input_names_the_stage_to_run(tmp_path, params_file, run_stage):
+    result = run_stage(split.main, "--params", params_file, "--data", tmp_path / "nothing", "--out", tmp_path / "o", "--counts", tmp_path / "c.json")
+    assert_one_line_error(result, "not found", "dvc repro")
+
+
+def test_unwritable_output_folder(tmp_path, raw_dir, params_file, run_stage):
+    if os.geteuid() == 0:
+        locked = Path("/sys/pipeline-test")  # sysfs refuses new entries even to root
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+    result = run_stage(preprocess.main, "--params", params_file, "--raw", raw_dir, "--out", locked / "pre", "--stats", tmp_path / "s.json")
+    assert_one_line_error(result, str(locked), "permissions")
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_output_in_place_of_a_file_is_reported(tmp_path, raw_dir, params_file, run_stage):
+    """A path under a regular file cannot be created: the error says so in one line."""
+    (tmp_path / "blocker").write_text("")
+    result = run_stage(preprocess.main, "--params", params_file, "--raw", raw_dir, "--out", tmp_path / "blocker" / "pre", "--stats", tmp_path / "s.json")
+    assert_one_line_error(result, "blocker")
+
+
+def test_model_that_is_not_a_model(tmp_path, params_file, run_stage):
+    (tmp_path / "model.pt").write_text("hello")
+    result = run_stage(
+        evaluate.main, "--params", params_file, "--model", tmp_path / "model.pt", "--data", tmp_path,
+        "--metrics", tmp_path / "m.json", "--per-class", tmp_path / "pc.json", "--confusion-csv", tmp_path / "c.csv", "--confusion-png", tmp_path / "c.png",
+        "--predictions", tmp_path / "p.npy",
+    )
+    assert_one_line_error(result, "cannot be loaded safely", "retrain")
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_divergence_leaves_no_model(tmp_path, raw_dir, run_stage):
+    params_file = write_params(tmp_path / "params.yaml", small_params(train={"optimizer": {"name": "sgd", "lr": 1e20}}))
+    paths, (preprocess_step, split_step, train_step, *_) = pipeline_steps(params_file, raw_dir, tmp_path)
+    assert run_stage(*preprocess_step).exit_code == 0 and run_stage(*split_step).exit_code == 0
+    assert_one_line_error(run_stage(*train_step), "at epoch 1, step", "lower train.optimizer.lr")
+    assert not (tmp_path / "model/model.pt").exists() and not (tmp_path / "reports/train").exists()
+
+
+def test_debug_flag_shows_the_traceback(tmp_path, params_file, run_stage):
+    from pipeline.lib.errors import PipelineError
+
+    with pytest.raises(PipelineError):
+        run_stage(split.main, "--debug", "--params", params_file, "--data", tmp_path / "x", "--out", tmp_path / "o", "--counts", tmp_path / "c")

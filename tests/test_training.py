@@ -1,0 +1,107 @@
+"""The training loop learns, is deterministic, stops on divergence, and augments only training batches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import small_params, synthetic_digits
+from pipeline.lib.augment import Augmenter
+from pipeline.lib.model import build_mlp
+from pipeline.lib.params import Augment, Params
+from pipeline.lib.training import Dataset, TrainingDiverged, evaluate, make_deterministic, train
+
+NO_AUGMENT = {"rotation_degrees": 0.0, "shift_pixels": 0.0, "scale": 0.0, "elastic_alpha": 0.0}
+
+
+def dataset(count: int, seed: int) -> Dataset:
+    images, labels = synthetic_digits(count, seed)
+    rows = torch.from_numpy(images.reshape(count, 784).astype("float32") / 255 - 0.2)
+    return Dataset(rows, torch.from_numpy(labels).long())
+
+
+def run(**train_overrides) -> tuple[torch.nn.Module, object]:
+    params = Params.model_validate(small_params(train=train_overrides))
+    make_deterministic(params.train.seed)
+    model = build_mlp(params.model)
+    result = train(model, dataset(300, 0), dataset(100, 1), params.train, torch.full((784,), -0.2), lambda _: None)
+    return model, result
+
+
+def test_learns_and_keeps_best_validation_epoch():
+    model, result = run(epochs=4)
+    accuracies = [epoch.val_accuracy for epoch in result.history]
+    assert accuracies[-1] > 0.9
+    assert result.best_epoch == 1 + accuracies.index(max(accuracies))
+    model.load_state_dict(result.best_state)
+    assert evaluate(model, dataset(100, 1))[1] == pytest.approx(max(accuracies))
+
+
+def test_same_seed_same_weights_other_seed_other_weights():
+    first, _ = run(seed=3)
+    again, _ = run(seed=3)
+    other, _ = run(seed=4)
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
+    assert not torch.equal(first[0].weight, other[0].weight)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw", "rmsprop"])
+@pytest.mark.parametrize("schedule", ["none", "step", "cosine", "onecycle"])
+def test_every_optimizer_and_schedule_trains(optimizer, schedule):
+    lr = 0.05 if optimizer == "sgd" else 0.002
+    _, result = run(epochs=2, optimizer={"name": optimizer, "lr": lr, "momentum": 0.9}, lr_schedule={"name": schedule, "step_size": 1})
+    assert result.history[-1].val_accuracy > 0.5
+
+
+def test_step_schedule_decays_each_step_size_epochs():
+    _, result = run(epochs=3, lr_schedule={"name": "step", "step_size": 1, "gamma": 0.5})
+    assert [epoch.lr for epoch in result.history] == pytest.approx([0.001, 0.0005, 0.00025])
+
+
+def test_mse_loss_and_penalties_train():
+    _, result = run(epochs=3, loss="mse", l1=1e-5, l2=1e-4, optimizer={"lr": 0.003})
+    assert result.history[-1].val_accuracy > 0.8
+
+
+def test_divergence_stops_with_epoch_step_and_lr():
+    with pytest.raises(TrainingDiverged, match=r"diverged: loss .* at epoch 1, step \d+ with lr 1e\+06: lower train.optimizer.lr"):
+        run(optimizer={"name": "sgd", "lr": 1e6})
+
+
+def test_early_stopping_stops_after_patience():
+    _, result = run(epochs=30, early_stopping_patience=1, optimizer={"lr": 0.05})
+    assert result.stopped_early and len(result.history) < 30
+    assert len(result.history) == result.best_epoch + 1
+
+
+def augmenter(**changes) -> Augmenter:
+    params = Augment.model_validate({**small_params()["train"]["augment"], **NO_AUGMENT, **changes})
+    return Augmenter(params, torch.full((784,), -0.5), torch.Generator().manual_seed(0))
+
+
+def test_augmentation_keeps_black_background_and_moves_the_digit():
+    rows = torch.full((8, 784), -0.5)
+    rows.view(8, 28, 28)[:, 10:18, 10:18] = 2.0
+    for settings in ({"rotation_degrees": 15.0}, {"shift_pixels": 2.0}, {"scale": 0.2}, {"elastic_alpha": 2.0}):
+        warped = augmenter(**settings)(rows)
+        assert warped.shape == rows.shape
+        assert torch.allclose(warped.view(8, 28, 28)[:, 0, :], torch.tensor(-0.5))  # border stays background
+        assert not torch.allclose(warped, rows)  # every knob changes images
+        assert not torch.allclose(warped[0], warped[1])  # drawn per image
+
+
+def test_augmentation_off_is_identity():
+    rows = torch.randn(4, 784)
+    assert torch.allclose(augmenter()(rows), rows, atol=1e-5)
+
+
+def test_shift_stays_within_its_range():
+    rows = torch.full((200, 784), -0.5)
+    rows.view(200, 28, 28)[:, 14, 14] = 10.0
+    warped = augmenter(shift_pixels=2.0)(rows).view(200, 28, 28) + 0.5
+    ys, xs = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    centre_y = (warped * ys).sum((1, 2)) / warped.sum((1, 2))
+    centre_x = (warped * xs).sum((1, 2)) / warped.sum((1, 2))
+    for centre in (centre_y, centre_x):
+        assert (centre - 14).abs().max() <= 2.0 + 1e-4
+        assert (centre - 14).abs().max() > 1.5  # the range is used, not just a sliver
