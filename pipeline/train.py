@@ -64,9 +64,7 @@ def main(params: Params, data: Path, stats: Path, model_path: Path, live_dir: Pa
             "parameters": sum(p.numel() for p in model.parameters()),
         })
     model.load_state_dict(result.best_state)
-    save_model(
-        model_path, model, params.model, torch.from_numpy(normalization.mean), torch.from_numpy(normalization.std)
-    )
+    save_model(model_path, model, params.model, normalization)
     write_json(timing, {
         "hardware": hardware_identity(device),
         "train_seconds": round(seconds, 2),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -12,6 +13,7 @@ from torch import nn
 from conftest import small_params
 from pipeline.lib.errors import PipelineError
 from pipeline.lib.model import build_mlp, load_model, save_model
+from pipeline.lib.normalization import Normalization
 from pipeline.lib.params import Model
 
 
@@ -82,22 +84,23 @@ def test_kaiming_variance():
 def test_model_file_round_trip_with_weights_only(tmp_path):
     params = model_params(hidden_sizes=[16, 8], batch_norm=True)
     network = build_mlp(params)
-    mean, std = torch.full((784,), 0.13), torch.full((784,), 0.31)
-    save_model(tmp_path / "m.pt", network, params, mean, std)
+    normalization = Normalization("standard", np.full(784, 0.13, np.float32), np.full(784, 0.31, np.float32))
+    save_model(tmp_path / "m.pt", network, params, normalization)
     payload = torch.load(tmp_path / "m.pt", weights_only=True)
     assert payload["class_names"] == [str(d) for d in range(10)]
     loaded = load_model(tmp_path / "m.pt")
     inputs = torch.randn(3, 784)
     network.eval()
     assert torch.equal(loaded.network(inputs), network(inputs))
-    assert torch.equal(loaded.mean, mean) and not loaded.network.training
+    assert np.array_equal(loaded.normalization.std, normalization.std) and not loaded.network.training
 
 
 def test_same_model_same_bytes_whatever_the_file_name(tmp_path):
     params = model_params()
     network = build_mlp(params)
-    save_model(tmp_path / "a.pt", network, params, torch.zeros(784), torch.ones(784))
-    save_model(tmp_path / "b.pt", network, params, torch.zeros(784), torch.ones(784))
+    normalization = Normalization("unit", np.zeros(784, np.float32), np.ones(784, np.float32))
+    save_model(tmp_path / "a.pt", network, params, normalization)
+    save_model(tmp_path / "b.pt", network, params, normalization)
     assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
 
 
@@ -122,4 +125,14 @@ def test_a_file_that_is_not_a_model_is_refused(tmp_path, content):
 def test_a_torch_file_of_another_kind_is_refused(tmp_path):
     torch.save({"weights": torch.zeros(3)}, tmp_path / "m.pt")
     with pytest.raises(PipelineError, match="not a model file of this pipeline"):
+        load_model(tmp_path / "m.pt")
+
+
+def test_changed_weights_fail_the_integrity_check(tmp_path):
+    params = model_params()
+    save_model(tmp_path / "m.pt", build_mlp(params), params, Normalization("unit", np.zeros(784, np.float32), np.ones(784, np.float32)))
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    payload["state_dict"]["0.weight"][0, 0] += 1.0
+    torch.save(payload, tmp_path / "m.pt")
+    with pytest.raises(PipelineError, match="fails its integrity check"):
         load_model(tmp_path / "m.pt")

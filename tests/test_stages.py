@@ -83,6 +83,7 @@ def test_all_stages_chain_on_synthetic_data(tmp_path, raw_dir, params_file, run_
 
     payload = torch.load(paths["model"], weights_only=True)
     assert payload["architecture"]["hidden_sizes"] == [32]
+    assert payload["normalization"]["mode"] == "standard"
     assert torch.allclose(payload["normalization"]["mean"], torch.tensor(json.loads(paths["stats"].read_text())["mean"]))
 
 

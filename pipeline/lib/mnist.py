@@ -77,7 +77,8 @@ def parse_idx(raw: bytes, dimensions: int, name: str = "IDX data") -> np.ndarray
             f"{name} declares shape {shape} ({int(np.prod(shape))} bytes) but holds "
             f"{len(raw) - header_size} bytes: download it again"
         )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header_size).reshape(shape)
+    # A writable copy: frombuffer's view of `raw` is read-only, which torch.from_numpy warns about.
+    return np.frombuffer(raw, dtype=np.uint8, offset=header_size).reshape(shape).copy()
 
 
 def encode_idx(array: np.ndarray) -> bytes:

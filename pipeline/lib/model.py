@@ -6,9 +6,13 @@ with `torch.load(..., weights_only=True)`: opening a file never runs its code.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import math
+import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +22,7 @@ from torch import nn
 from pipeline.lib.atomic import write_bytes
 from pipeline.lib.errors import PipelineError
 from pipeline.lib.mnist import CLASS_NAMES, IMAGE_SIDE
+from pipeline.lib.normalization import Normalization
 from pipeline.lib.params import Model as ModelParams
 
 INPUT_SIZE = IMAGE_SIDE * IMAGE_SIDE
@@ -95,15 +100,20 @@ def first_layer_weights(network: nn.Sequential) -> np.ndarray:
     return network[0].weight.detach().cpu().numpy()
 
 
-def save_model(path: Path, model: nn.Module, params: ModelParams, mean: torch.Tensor, std: torch.Tensor) -> None:
+def save_model(path: Path, model: nn.Module, params: ModelParams, normalization: Normalization) -> None:
     """Weights, architecture, normalization statistics and class names in one file."""
     payload = {
         "format_version": FORMAT_VERSION,
         "architecture": params.model_dump(),
         "state_dict": {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()},
-        "normalization": {"mean": mean.float().cpu(), "std": std.float().cpu()},
+        "normalization": {
+            "mode": normalization.mode,
+            "mean": torch.from_numpy(normalization.mean),
+            "std": torch.from_numpy(normalization.std),
+        },
         "class_names": list(CLASS_NAMES),
     }
+    payload["sha256"] = fingerprint(payload)
     # Saving through a buffer keeps the archive's internal name fixed ("archive"), so equal
     # models give equal bytes whatever the file is called.
     buffer = io.BytesIO()
@@ -111,21 +121,40 @@ def save_model(path: Path, model: nn.Module, params: ModelParams, mean: torch.Te
     write_bytes(path, buffer.getvalue())
 
 
+def fingerprint(payload: dict) -> str:
+    """SHA-256 of everything in a model file but the fingerprint itself: detects changed bytes."""
+    digest = hashlib.sha256()
+
+    def feed(value: object) -> None:
+        if isinstance(value, torch.Tensor):
+            digest.update(str((value.dtype, tuple(value.shape))).encode())
+            digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, dict):
+            for key in sorted(value):
+                digest.update(str(key).encode())
+                feed(value[key])
+        else:
+            digest.update(json.dumps(value, sort_keys=True).encode())
+
+    feed({key: value for key, value in payload.items() if key != "sha256"})
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
 class LoadedModel:
-    """A model file opened safely: the network in eval mode and its normalization."""
+    """A model file opened safely: the network in eval mode and the standardization it expects."""
 
-    def __init__(self, network: nn.Sequential, mean: torch.Tensor, std: torch.Tensor, class_names: list[str]):
-        self.network, self.mean, self.std, self.class_names = network, mean, std, class_names
-
-    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Raw pixels in [0, 255], shape (N, 784), to the model's input scale."""
-        return (pixels.float() / 255 - self.mean) / self.std
+    network: nn.Sequential
+    normalization: Normalization
+    class_names: list[str]
 
 
 def load_model(path: Path) -> LoadedModel:
     path = Path(path)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickles; the error below says enough
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise PipelineError(f"{path} not found: run the train stage first (dvc repro train)") from None
     except Exception as error:  # noqa: BLE001 - torch.load raises many types on foreign bytes
@@ -134,13 +163,16 @@ def load_model(path: Path) -> LoadedModel:
     try:
         if payload["format_version"] != FORMAT_VERSION:
             raise ValueError("format version")
+        if payload["sha256"] != fingerprint(payload):
+            raise PipelineError(f"{path} fails its integrity check (its bytes changed after training): retrain with dvc repro train")
         network = build_mlp(ModelParams.model_validate(payload["architecture"]))
         network.load_state_dict(payload["state_dict"])
-        mean, std = payload["normalization"]["mean"], payload["normalization"]["std"]
+        stats = payload["normalization"]
+        normalization = Normalization(stats["mode"], stats["mean"].numpy(), stats["std"].numpy())
         class_names = list(payload["class_names"])
     except (KeyError, TypeError, ValueError, RuntimeError):
         raise PipelineError(
             f"{path} is not a model file of this pipeline (format {FORMAT_VERSION}): retrain with dvc repro train"
         ) from None
     network.eval()
-    return LoadedModel(network, mean, std, class_names)
+    return LoadedModel(network, normalization, class_names)

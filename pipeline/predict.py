@@ -1,0 +1,78 @@
+"""`python -m pipeline predict IMAGE...`: classify photos or drawings of digits with the trained model.
+
+Images (PNG, JPEG, BMP, ...) of any size, colour or greyscale, dark-on-light
+or light-on-dark, are turned into MNIST-style 28x28 digits first. IDX files
+(MNIST format, gzipped or not) are already digits. A folder means every
+image file in it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import click
+import numpy as np
+
+from pipeline.lib.cli import PATH, run_reporting_errors
+from pipeline.lib.digitize import read_image, to_mnist
+from pipeline.lib.errors import PipelineError
+from pipeline.lib.mnist import parse_idx
+from pipeline.lib.model import load_model, probabilities
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+TOP = 3
+
+
+def is_idx(path: Path) -> bool:
+    return "idx3-ubyte" in path.name or path.suffix == ".idx"
+
+
+def read_idx_images(path: Path) -> np.ndarray:
+    raw = path.read_bytes()
+    return parse_idx(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw, dimensions=3, name=str(path))
+
+
+def collect(paths: tuple[Path, ...]) -> list[tuple[str, np.ndarray]]:
+    """(name, uint8 28x28 digit) for every image, IDX entry and image in a folder, in order."""
+    digits: list[tuple[str, np.ndarray]] = []
+    for path in paths:
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES or is_idx(p))
+            if not files:
+                raise PipelineError(f"{path} holds no image or IDX files: pass a folder of PNG, JPEG or BMP files")
+            digits.extend(collect(tuple(files)))
+        elif is_idx(path):
+            digits.extend((f"{path}[{i}]", image) for i, image in enumerate(read_idx_images(path)))
+        else:
+            digits.append((str(path), to_mnist(read_image(path), name=str(path))))
+    return digits
+
+
+def predict(model_path: Path, paths: tuple[Path, ...], as_json: bool, batch_size: int = 4096) -> None:
+    model = load_model(model_path)
+    digits = collect(paths)
+    images = np.stack([image for _, image in digits])
+    probs = probabilities(model.network, model.normalization.apply(images), batch_size)
+    results = []
+    for (name, _), row in zip(digits, probs):
+        best = np.argsort(-row, kind="stable")[:TOP]
+        top = [{"digit": model.class_names[i], "probability": round(float(row[i]), 4)} for i in best]
+        results.append({"input": name, "digit": top[0]["digit"], "top": top})
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+        return
+    for result in results:
+        alternatives = ", ".join(f"{t['digit']} {t['probability']:.1%}" for t in result["top"])
+        click.echo(f"{result['input']}: {result['digit']}  ({alternatives})")
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, required=True, type=PATH)
+@click.option("--model", "model_path", type=PATH, default=Path("data/model/model.pt"), show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: input, digit and top-3 probabilities.")
+@click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
+def main(inputs: tuple[Path, ...], model_path: Path, as_json: bool, debug: bool) -> None:
+    """Print the digit and top-3 probabilities for each image, IDX file or folder in INPUTS."""
+    run_reporting_errors(lambda: predict(model_path, inputs, as_json), debug)

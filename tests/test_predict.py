@@ -1,0 +1,144 @@
+"""`predict` classifies real-world renderings of MNIST test digits as the model classifies the originals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from conftest import small_params
+from pipeline import predict
+from pipeline.lib.digitize import to_mnist
+from pipeline.lib.mnist import load_official, write_idx_gz
+from pipeline.lib.model import build_mlp, load_model, probabilities, save_model
+from pipeline.lib.normalization import Normalization
+from pipeline.lib.params import Params
+from pipeline.lib.training import Dataset, make_deterministic, train
+
+SAMPLE = 200
+
+
+@pytest.fixture(scope="module")
+def mnist_model(tmp_path_factory, shared_mnist_module) -> tuple[Path, np.ndarray, np.ndarray]:
+    """(model file, 200 test images, the model's predictions on them) from a quick real-MNIST model."""
+    params = Params.model_validate(
+        small_params(model={"hidden_sizes": [128]}, train={"epochs": 2, "batch_size": 128, "augment": {"rotation_degrees": 0.0, "shift_pixels": 0.0}})
+    )
+    train_digits, test_digits = load_official(shared_mnist_module, "train"), load_official(shared_mnist_module, "test")
+    normalization = Normalization.fit(train_digits.images, params.preprocess)
+    make_deterministic(0)
+    network = build_mlp(params.model)
+
+    def dataset(images, labels):
+        return Dataset(torch.from_numpy(normalization.apply(images)), torch.from_numpy(labels).long())
+
+    result = train(network, dataset(train_digits.images[:20000], train_digits.labels[:20000]),
+                   dataset(test_digits.images[:1000], test_digits.labels[:1000]), params.train, torch.zeros(784), lambda _: None)
+    network.load_state_dict(result.best_state)
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    save_model(path, network, params.model, normalization)
+    originals = test_digits.images[-SAMPLE:]
+    expected = probabilities(network, normalization.apply(originals), 1000).argmax(1)
+    return path, originals, expected
+
+
+@pytest.fixture(scope="module")
+def shared_mnist_module() -> Path:
+    from conftest import SHARED_MNIST
+
+    if not (SHARED_MNIST / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"real MNIST not found at {SHARED_MNIST}")
+    return SHARED_MNIST
+
+
+def render(image: np.ndarray, variant: str) -> Image.Image:
+    """An MNIST digit as a person might photograph or draw it."""
+    picture = Image.fromarray(image)
+    if variant == "large_inverted":  # dark ink on white paper, 5x larger
+        return Image.fromarray(255 - np.asarray(picture.resize((140, 140), Image.Resampling.BICUBIC)))
+    if variant == "padded_off_centre":  # small digit far from the centre of a wide canvas
+        canvas = Image.new("L", (160, 100), 0)
+        canvas.paste(picture.resize((56, 56), Image.Resampling.BILINEAR), (12, 30))
+        return canvas
+    if variant == "colour":  # blue ink on yellow paper, 3x larger
+        ink = np.asarray(picture.resize((84, 84), Image.Resampling.BILINEAR)).astype(np.float32)[..., None] / 255
+        paper, pen = np.array([250, 240, 170]), np.array([20, 30, 160])
+        return Image.fromarray((paper * (1 - ink) + pen * ink).astype(np.uint8), "RGB")
+    raise ValueError(variant)
+
+
+def run_predict(*args) -> tuple[int, str]:
+    result = CliRunner().invoke(predict.main, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize(("variant", "suffix"), [("large_inverted", ".png"), ("padded_off_centre", ".bmp"), ("colour", ".jpg")])
+def test_renderings_agree_with_the_originals(tmp_path, mnist_model, variant, suffix):
+    model_path, originals, expected = mnist_model
+    for index, image in enumerate(originals):
+        render(image, variant).save(tmp_path / f"{index:03d}{suffix}", quality=95)
+    code, output = run_predict("--model", model_path, "--json", tmp_path)
+    assert code == 0, output
+    results = json.loads(output)
+    assert [Path(r["input"]).name for r in results] == [f"{i:03d}{suffix}" for i in range(SAMPLE)]
+    agreement = np.mean([int(r["digit"]) == e for r, e in zip(results, expected)])
+    assert agreement >= 0.95, f"{variant}: {agreement:.1%}"
+    assert all(len(r["top"]) == 3 and r["top"][0]["digit"] == r["digit"] for r in results)
+
+
+def test_digitizing_an_mnist_digit_keeps_it_in_place(mnist_model):
+    _, originals, _ = mnist_model
+    for image in originals[:50]:
+        again = to_mnist(image.astype(np.float32))
+        rows, cols = np.indices(again.shape)
+        mass = again.astype(float)
+        assert abs((rows * mass).sum() / mass.sum() - 14) <= 0.5
+        assert abs((cols * mass).sum() / mass.sum() - 14) <= 0.5
+        assert np.count_nonzero(again.any(0)) <= 20 and np.count_nonzero(again.any(1)) <= 20
+
+
+def test_idx_input_is_used_as_is(tmp_path, mnist_model):
+    model_path, originals, expected = mnist_model
+    write_idx_gz(tmp_path / "digits-idx3-ubyte.gz", originals[:20])
+    code, output = run_predict("--model", model_path, "--json", tmp_path / "digits-idx3-ubyte.gz")
+    assert code == 0, output
+    assert [int(r["digit"]) for r in json.loads(output)] == list(expected[:20])
+
+
+def test_plain_output_names_digit_and_top_three(tmp_path, mnist_model):
+    model_path, originals, expected = mnist_model
+    render(originals[0], "large_inverted").save(tmp_path / "seven.png")
+    code, output = run_predict("--model", model_path, tmp_path / "seven.png")
+    assert code == 0
+    assert output.startswith(f"{tmp_path / 'seven.png'}: {expected[0]}  (") and output.count("%") == 3
+
+
+@pytest.mark.parametrize(
+    ("make", "fragment"),
+    [
+        (lambda p: p.write_text("not an image"), "not an image Pillow can read"),
+        (lambda p: Image.new("L", (40, 40), 255).save(p, format="PNG"), "is blank"),
+        (lambda p: None, "not found"),
+    ],
+)
+def test_bad_inputs_give_one_line(tmp_path, mnist_model, make, fragment):
+    target = tmp_path / "input.png"
+    make(target)
+    code, output = run_predict("--model", mnist_model[0], target)
+    assert code == 1 and output.count("\n") == 1 and output.startswith("error: ") and fragment in output
+
+
+def test_tampered_model_is_refused(tmp_path, mnist_model):
+    tampered = tmp_path / "model.pt"
+    data = bytearray(mnist_model[0].read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = b"\x00" * 64
+    tampered.write_bytes(bytes(data))
+    Image.new("L", (28, 28), 0).save(tmp_path / "x.png")
+    code, output = run_predict("--model", tampered, tmp_path / "x.png")
+    assert code == 1 and output.startswith("error: ") and "retrain" in output
+    assert load_model(mnist_model[0]).class_names == [str(d) for d in range(10)]
