@@ -2,7 +2,7 @@
 
 import click
 
-from pipeline import predict, verify
+from pipeline import bench, predict, verify
 
 
 @click.group()
@@ -10,6 +10,7 @@ def cli() -> None:
     """Train and study MLPs on MNIST. The stages run through `dvc repro`; these commands use their results."""
 
 
+cli.add_command(bench.main, "bench")
 cli.add_command(predict.main, "predict")
 cli.add_command(verify.main, "verify")
 

@@ -28,12 +28,11 @@ def committed_file(revision: str, path: str) -> str:
     return result.stdout
 
 
-def verify(revision: str, reproduce: bool) -> None:
+def verify(revision: str) -> None:
     committed_lock = yaml.safe_load(committed_file(revision, LOCK))
-    if reproduce:
-        click.echo("verify: dvc repro --force (every stage, from the download on)", err=True)
-        if subprocess.run(["dvc", "repro", "--force"], stdout=sys.stderr).returncode != 0:
-            raise PipelineError("dvc repro failed: see its output above")
+    click.echo("verify: dvc repro --force (every stage, from the download on)", err=True)
+    if subprocess.run(["dvc", "repro", "--force"], stdout=sys.stderr).returncode != 0:
+        raise PipelineError("dvc repro failed: see its output above")
     with open(LOCK) as file:
         differences, compared = compare(committed_lock, yaml.safe_load(file))
 
@@ -67,8 +66,7 @@ def verify(revision: str, reproduce: bool) -> None:
 
 @click.command()
 @click.option("--against", "revision", default="HEAD", show_default=True, help="Git revision of the committed results.")
-@click.option("--no-repro", is_flag=True, help="Compare the workspace as it is, without rerunning the pipeline.")
 @click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
-def main(revision: str, no_repro: bool, debug: bool) -> None:
+def main(revision: str, debug: bool) -> None:
     """Reproduce the pipeline and check it against the committed dvc.lock and reports/."""
-    run_reporting_errors(lambda: verify(revision, reproduce=not no_repro), debug)
+    run_reporting_errors(lambda: verify(revision), debug)

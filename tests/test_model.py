@@ -136,3 +136,12 @@ def test_changed_weights_fail_the_integrity_check(tmp_path):
     torch.save(payload, tmp_path / "m.pt")
     with pytest.raises(PipelineError, match="fails its integrity check"):
         load_model(tmp_path / "m.pt")
+
+
+def test_uniform_init_bound_is_one_over_sqrt_fan_in():
+    torch.manual_seed(0)
+    network = build_mlp(model_params(hidden_sizes=[300], init="uniform"))
+    bound = 1 / 784**0.5
+    weight = network[0].weight
+    assert weight.abs().max().item() <= bound and weight.abs().max().item() > 0.99 * bound
+    assert weight.var().item() == pytest.approx(bound**2 / 3, rel=0.02)

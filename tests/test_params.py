@@ -60,3 +60,11 @@ def test_yaml_syntax_error_names_the_line(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(ParamsError, match="not found"):
         load_params(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("text", ["1e-6", "1e-06", "1E-6", "2.5e-3"])
+def test_scientific_notation_is_a_number(tmp_path, text):
+    """`dvc exp run -S train.optimizer.lr=0.000001` writes 1e-06, which YAML 1.1 would read as a string."""
+    path = write_params(tmp_path / "params.yaml", small_params())
+    path.write_text(path.read_text().replace("lr: 0.001", f"lr: {text}"))
+    assert load_params(path).train.optimizer.lr == float(text)

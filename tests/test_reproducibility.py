@@ -8,6 +8,7 @@ import http.server
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -104,3 +105,24 @@ def test_killed_stages_rerun_to_the_same_results(project, slow_mirror):
         assert lock_outputs(project) == expected, f"after killing {stage}"
         assert not list(project.glob("data/.*.tmp")) and not list(project.glob("reports/**/.*.tmp"))
     assert_cache_holds_only_whole_files(project)
+
+
+def verify(project: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline", "verify"], cwd=project, capture_output=True, text=True)
+
+
+@pytest.mark.slow
+def test_verify_passes_on_a_rerun_and_fails_on_uncommitted_code_changes(project):
+    dvc(project, "repro")
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
+    subprocess.run(["git", "commit", "-qm", "results"], cwd=project, check=True)
+    passed = verify(project)
+    assert passed.returncode == 0, passed.stderr
+    assert "verify: reproduced exactly" in passed.stdout and "differs" not in passed.stdout
+
+    with open(project / "pipeline/lib/metrics.py", "a") as file:
+        file.write("\n# a change to the code, committed without rerunning the pipeline\n")
+    subprocess.run(["git", "commit", "-qam", "code only"], cwd=project, check=True)
+    failed = verify(project)
+    assert failed.returncode == 1
+    assert "dvc.lock is stale (evaluate: pipeline/lib/metrics.py" in failed.stderr.splitlines()[-1]

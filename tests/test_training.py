@@ -105,3 +105,23 @@ def test_shift_stays_within_its_range():
     for centre in (centre_y, centre_x):
         assert (centre - 14).abs().max() <= 2.0 + 1e-4
         assert (centre - 14).abs().max() > 1.5  # the range is used, not just a sliver
+
+
+def weight_norm(model) -> float:
+    return sum(m.weight.pow(2).sum().item() for m in model if isinstance(m, torch.nn.Linear))
+
+
+@pytest.mark.parametrize("penalty", [{"l2": 0.01}, {"l1": 0.001}, {"optimizer": {"name": "adamw", "weight_decay": 50.0}}])
+def test_penalties_shrink_the_weights(penalty):
+    plain, _ = run(epochs=3)
+    penalized, _ = run(epochs=3, **penalty)
+    assert weight_norm(penalized) < 0.8 * weight_norm(plain)
+
+
+def test_cosine_and_onecycle_shapes():
+    _, cosine = run(epochs=4, lr_schedule={"name": "cosine"})
+    rates = [epoch.lr for epoch in cosine.history]
+    assert rates[0] == pytest.approx(0.001) and rates == sorted(rates, reverse=True) and rates[-1] < 0.0005
+    _, onecycle = run(epochs=4, lr_schedule={"name": "onecycle"})
+    rates = [epoch.lr for epoch in onecycle.history]
+    assert rates[0] < 0.0002 and max(rates) > 0.0005  # warms up towards lr, then anneals

@@ -7,6 +7,7 @@ names the key and what is allowed.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -112,10 +113,21 @@ class Params(Section):
     analyze: Analyze
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads `1e-6` (no dot) as a string; like YAML 1.2, read it as the float it means."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d[\d_]*)?(?:\.[\d_]*)?[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
 def load_params(path: Path = DEFAULT_PARAMS) -> Params:
     """Read and validate the whole params file; raise ParamsError on any problem."""
     try:
-        raw = yaml.safe_load(Path(path).read_text())
+        raw = yaml.load(Path(path).read_text(), Loader=_Loader)  # noqa: S506 (a SafeLoader)
     except FileNotFoundError:
         raise ParamsError(f"{path} not found: run from the project root or pass --params") from None
     except yaml.YAMLError as error:

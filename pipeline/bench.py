@@ -1,0 +1,101 @@
+"""`python -m pipeline bench`: training speed side by side, then each stage's peak memory and `dvc repro` times.
+
+Run it from the project root after `dvc repro` (it reads data/raw and data/split).
+The `dvc` part reruns every stage with --force; the outputs come out identical.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+import torch
+
+from pipeline.lib.benchmark import Timing, best_of, canonical_epoch, floor_epoch, project_epoch
+from pipeline.lib.cli import run_reporting_errors
+from pipeline.lib.normalization import Normalization
+from pipeline.lib.params import load_params
+from pipeline.lib.storage import read_pair
+from pipeline.lib.training import Dataset, make_deterministic
+
+STAGES = ("download", "preprocess", "split", "train", "evaluate", "analyze")
+# Run in a child process: ru_maxrss of its children is the peak RSS of dvc and the stage it runs.
+MEASURE_STAGE = (
+    "import resource, subprocess, sys, time; start = time.perf_counter(); "
+    "code = subprocess.run(['dvc', 'repro', '--force', '--single-item', sys.argv[1]], capture_output=True).returncode; "
+    "print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, code)"
+)
+
+
+def speed_table(repeats: int) -> list[Timing]:
+    params = load_params()
+    no_augment = params.train.augment.model_copy(update={"rotation_degrees": 0.0, "shift_pixels": 0.0, "scale": 0.0, "elastic_alpha": 0.0})
+    plain = params.model_copy(update={"train": params.train.model_copy(update={"augment": no_augment})})
+    normalization = Normalization.from_json(json.loads(Path("reports/preprocess/normalization.json").read_text()))
+    background = torch.from_numpy((0 - normalization.mean) / normalization.std)
+    train_set, val_set = (Dataset(*(torch.from_numpy(a) for a in read_pair(Path("data/split"), name))) for name in ("train", "val"))
+    train_set, val_set = Dataset(train_set.inputs, train_set.labels.long()), Dataset(val_set.inputs, val_set.labels.long())
+    make_deterministic(0)
+
+    def with_batch(source, batch_size: int):
+        return source.model_copy(update={"train": source.train.model_copy(update={"batch_size": batch_size})})
+
+    batch = params.train.batch_size
+    timings = [
+        Timing("canonical DataLoader idiom", batch, best_of(repeats, lambda: canonical_epoch(Path("data/raw"), plain, batch))),
+        Timing("project loop", batch, best_of(repeats, lambda: project_epoch(train_set, val_set, plain, background))),
+        Timing("project loop + augmentation", batch, best_of(repeats, lambda: project_epoch(train_set, val_set, params, background))),
+        Timing("project loop", 512, best_of(repeats, lambda: project_epoch(train_set, val_set, with_batch(plain, 512), background))),
+        Timing("compute floor", 512, best_of(repeats, lambda: floor_epoch(train_set, plain, 512))),
+        Timing("compute floor", 4096, best_of(repeats, lambda: floor_epoch(train_set, plain, 4096))),
+    ]
+    return timings
+
+
+def print_speed(timings: list[Timing]) -> None:
+    canonical = timings[0].seconds_per_epoch
+    floor = timings[-1].seconds_per_epoch
+    click.echo(f"\ntraining speed, {torch.get_num_threads()} threads, {torch.__version__}; seconds per epoch of 54,000 images")
+    click.echo(f"{'method':<30} {'batch':>6} {'s/epoch':>8} {'speed-up vs canonical':>22} {'vs floor (4096)':>16}")
+    for timing in timings:
+        seconds = timing.seconds_per_epoch
+        click.echo(
+            f"{timing.method:<30} {timing.batch_size:>6} {seconds:>8.3f} {canonical / seconds:>21.1f}x {seconds / floor:>15.2f}x"
+        )
+
+
+def dvc_table() -> None:
+    click.echo("\nstages (dvc repro --force --single-item each): seconds and peak RSS of dvc with the stage")
+    for stage in STAGES:
+        seconds, peak_kib, code = subprocess.run(
+            [sys.executable, "-c", MEASURE_STAGE, stage], capture_output=True, text=True, check=True
+        ).stdout.split()
+        if code != "0":
+            raise click.ClickException(f"dvc repro {stage} failed: run it alone to see why")
+        click.echo(f"  {stage:<11} {float(seconds):>6.1f} s  {int(peak_kib) / 1024:>7.0f} MiB")
+    for label, command in (
+        ("whole pipeline after the download", ["dvc", "repro", "--force", "--downstream", "preprocess"]),
+        ("no-op repro", ["dvc", "repro"]),
+    ):
+        start = time.perf_counter()
+        subprocess.run(command, capture_output=True, check=True)
+        click.echo(f"  {label:<34} {time.perf_counter() - start:>6.1f} s")
+
+
+@click.command()
+@click.option("--repeats", default=2, show_default=True, help="Runs of each timing; the fastest is kept.")
+@click.option("--skip-dvc", is_flag=True, help="Only the training-speed table.")
+@click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
+def main(repeats: int, skip_dvc: bool, debug: bool) -> None:
+    """Measure training speed against the canonical idiom and the compute floor, and stage memory and time."""
+
+    def action() -> None:
+        print_speed(speed_table(repeats))
+        if not skip_dvc:
+            dvc_table()
+
+    run_reporting_errors(action, debug)

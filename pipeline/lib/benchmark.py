@@ -1,0 +1,107 @@
+"""Seconds per training epoch of three ways to train the same MLP, measured in one process.
+
+- canonical: torchvision's MNIST dataset with ToTensor + Normalize per sample, and a DataLoader;
+- project: this project's training loop (tensors in memory, batched augmentation);
+- floor: forward, backward and optimizer step over pre-sliced tensors, nothing else.
+
+Each is timed over whole epochs of the 54,000 training images after a warm-up.
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.lib.mnist import OFFICIAL_FILES
+from pipeline.lib.model import build_mlp
+from pipeline.lib.params import Params
+from pipeline.lib.training import Dataset, make_optimizer, train
+
+TRAIN_IMAGES = 54_000
+WARMUP_STEPS = 20
+
+
+@dataclass(frozen=True)
+class Timing:
+    method: str
+    batch_size: int
+    seconds_per_epoch: float
+
+
+def best_of(repeats: int, measure: Callable[[], float]) -> float:
+    """The fastest of several runs: the least disturbed by other work on a shared machine."""
+    return min(measure() for _ in range(repeats))
+
+
+def canonical_epoch(raw_dir: Path, params: Params, batch_size: int) -> float:
+    """The idiom of most tutorials: per-sample transforms through a DataLoader."""
+    from torchvision import datasets, transforms
+
+    with tempfile.TemporaryDirectory() as root:
+        folder = Path(root) / "MNIST" / "raw"
+        folder.mkdir(parents=True)
+        for name in OFFICIAL_FILES:  # torchvision insists on all four, uncompressed
+            with gzip.open(Path(raw_dir) / name) as source, open(folder / name.removesuffix(".gz"), "wb") as sink:
+                shutil.copyfileobj(source, sink)
+        transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
+        dataset = datasets.MNIST(root, train=True, download=False, transform=transform)
+        subset = torch.utils.data.Subset(dataset, range(TRAIN_IMAGES))
+        loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=True)
+        model = build_mlp(params.model)
+        optimizer = make_optimizer(model, params.train)
+        step = _step_function(model, optimizer)
+        for index, (images, labels) in enumerate(loader):  # warm-up
+            step(images.flatten(1), labels)
+            if index == WARMUP_STEPS:
+                break
+        started = time.perf_counter()
+        for images, labels in loader:
+            step(images.flatten(1), labels)
+        return time.perf_counter() - started
+
+
+def project_epoch(train_set: Dataset, val_set: Dataset, params: Params, background: torch.Tensor) -> float:
+    """One epoch of pipeline.lib.training.train, validation included, as the train stage runs it."""
+    train_params = params.train.model_copy(update={"epochs": 1})
+    model = build_mlp(params.model)
+    warmup = Dataset(train_set.inputs[: WARMUP_STEPS * train_params.batch_size], train_set.labels[: WARMUP_STEPS * train_params.batch_size])
+    train(model, warmup, val_set, train_params, background, lambda _: None)
+    result = train(model, train_set, val_set, train_params, background, lambda _: None)
+    return result.history[0].seconds
+
+
+def floor_epoch(train_set: Dataset, params: Params, batch_size: int) -> float:
+    """Only the arithmetic: forward, loss, backward, step over batches sliced in advance."""
+    model = build_mlp(params.model)
+    optimizer = make_optimizer(model, params.train)
+    step = _step_function(model, optimizer)
+    batches = [
+        (train_set.inputs[start : start + batch_size], train_set.labels[start : start + batch_size])
+        for start in range(0, len(train_set.labels), batch_size)
+    ]
+    for inputs, labels in batches[:3]:
+        step(inputs, labels)
+    started = time.perf_counter()
+    for inputs, labels in batches:
+        step(inputs, labels)
+    return time.perf_counter() - started
+
+
+def _step_function(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    model.train()
+
+    def step(inputs: torch.Tensor, labels: torch.Tensor) -> None:
+        loss = F.cross_entropy(model(inputs), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
