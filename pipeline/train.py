@@ -1,4 +1,4 @@
-"""Stage 4: train the MLP, validate every epoch, keep the best validation epoch's weights."""
+"""Stage 4: train the MLP, validate every epoch, keep the weights of the lowest validation loss."""
 
 from __future__ import annotations
 
@@ -59,6 +59,7 @@ def main(params: Params, data: Path, stats: Path, model_path: Path, live_dir: Pa
         live.summary.update({
             "best_epoch": result.best_epoch,
             "best_val_accuracy": round(best.val_accuracy, 6),
+            "best_val_loss": round(best.val_loss, 6),
             "epochs_run": len(result.history),
             "stopped_early": result.stopped_early,
             "parameters": sum(p.numel() for p in model.parameters()),
@@ -70,7 +71,10 @@ def main(params: Params, data: Path, stats: Path, model_path: Path, live_dir: Pa
         "train_seconds": round(seconds, 2),
         "seconds_per_epoch": round(sum(e.seconds for e in result.history) / len(result.history), 3),
     })
-    click.echo(f"train: best epoch {result.best_epoch}, val accuracy {best.val_accuracy:.4f}, {seconds:.1f} s on {device}")
+    click.echo(
+        f"train: best epoch {result.best_epoch} (val loss {best.val_loss:.4f}, accuracy {best.val_accuracy:.4f}), "
+        f"{seconds:.1f} s on {device}"
+    )
 
 
 if __name__ == "__main__":

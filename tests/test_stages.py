@@ -177,3 +177,10 @@ def test_debug_flag_shows_the_traceback(tmp_path, params_file, run_stage):
 
     with pytest.raises(PipelineError):
         run_stage(split.main, "--debug", "--params", params_file, "--data", tmp_path / "x", "--out", tmp_path / "o", "--counts", tmp_path / "c")
+
+
+def test_gallery_of_no_mistakes_is_an_empty_figure(tmp_path):
+    from pipeline.lib.figures import digit_grid, save_figure
+
+    save_figure(digit_grid(np.empty((0, 784)), [], "0 most confident of 0 mistakes"), tmp_path / "none.png")
+    assert (tmp_path / "none.png").read_bytes()[:4] == b"\x89PNG"

@@ -18,22 +18,41 @@ SIDE = 28
 
 
 class Augmenter:
-    """Callable on standardized rows (N, 784); `background` is the standardized value of a black pixel."""
+    """Callable on standardized rows (N, 784); `background` is the standardized value of a black pixel.
+
+    Transforms are drawn for DRAW_BLOCK images at a time, and each batch's sampling grid is one
+    matrix product of a fixed (784, 3) grid of pixel centres with the batch's transposed affine
+    matrices: per batch, that leaves one GEMM and one grid_sample.
+    """
+
+    DRAW_BLOCK = 8192
 
     def __init__(self, params: Augment, background: torch.Tensor, generator: torch.Generator):
         self.params = params
-        self.background = background.reshape(1, 1, SIDE, SIDE)
+        self.background = background.reshape(1, SIDE * SIDE)
         self.generator = generator
         self.smoothing = _gaussian_kernel(params.elastic_sigma, background.device) if params.elastic_alpha else None
+        identity = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]], device=background.device)
+        centres = F.affine_grid(identity, [1, 1, SIDE, SIDE], align_corners=False).reshape(SIDE * SIDE, 2)
+        self.centres = torch.cat([centres, torch.ones(SIDE * SIDE, 1, device=background.device)], 1)
+        self.pending = torch.empty(0, 3, 2, device=background.device)
 
     def __call__(self, rows: torch.Tensor) -> torch.Tensor:
         n = len(rows)
-        images = rows.reshape(n, 1, SIDE, SIDE) - self.background
-        grid = F.affine_grid(self._affine(n, rows.device), [n, 1, SIDE, SIDE], align_corners=False)
+        transforms = self._next_transforms(n, rows.device).permute(1, 0, 2).reshape(3, 2 * n)
+        # One plain GEMM, (784, 3) @ (3, 2N): a broadcast batched matmul is ~15x slower on CPU here.
+        grid = (self.centres @ transforms).reshape(SIDE * SIDE, n, 2).transpose(0, 1).reshape(n, SIDE, SIDE, 2)
         if self.smoothing is not None:
             grid = grid + self._elastic_displacement(n, rows.device)
+        images = (rows - self.background).reshape(n, 1, SIDE, SIDE)
         warped = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        return (warped + self.background).reshape(n, SIDE * SIDE)
+        return warped.reshape(n, SIDE * SIDE) + self.background
+
+    def _next_transforms(self, n: int, device: torch.device) -> torch.Tensor:
+        while len(self.pending) < n:
+            self.pending = torch.cat([self.pending, self._affine(self.DRAW_BLOCK, device).transpose(1, 2)])
+        transforms, self.pending = self.pending[:n], self.pending[n:]
+        return transforms
 
     def _uniform(self, n: int, device: torch.device, half_width: float) -> torch.Tensor:
         return (torch.rand(n, device=device, generator=self.generator) * 2 - 1) * half_width

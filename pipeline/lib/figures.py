@@ -41,7 +41,7 @@ def digit_grid(images: np.ndarray, captions: list[str], title: str, diverging: b
 
     `diverging` draws signed values (weights) red for positive, blue for negative, centred on 0.
     """
-    columns = min(8, len(images))
+    columns = max(1, min(8, len(images)))  # a perfect model has no mistakes to show
     rows = max(1, math.ceil(len(images) / columns))
     figure, grid = plt.subplots(rows, columns, figsize=(columns * 1.3, rows * 1.5), squeeze=False)
     for axes in grid.flat:

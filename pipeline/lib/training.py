@@ -107,12 +107,15 @@ def loss_function(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Ten
 
 
 def make_optimizer(model: nn.Module, params: Train) -> torch.optim.Optimizer:
+    """Fused implementations (one kernel for all parameters) where PyTorch has them: ~15% faster at batch 64."""
     config = params.optimizer
     common = {"lr": config.lr, "weight_decay": config.weight_decay}
+    if config.name != "rmsprop":
+        common["fused"] = True
     if config.name == "sgd":
         return torch.optim.SGD(model.parameters(), momentum=config.momentum, nesterov=config.nesterov, **common)
     if config.name == "rmsprop":
-        return torch.optim.RMSprop(model.parameters(), momentum=config.momentum, **common)
+        return torch.optim.RMSprop(model.parameters(), momentum=config.momentum, foreach=True, **common)
     return {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[config.name](model.parameters(), **common)
 
 
@@ -128,13 +131,10 @@ def make_schedule(optimizer: torch.optim.Optimizer, params: Train, steps_per_epo
     return None
 
 
-def weight_penalty(model: nn.Module, l1: float, l2: float) -> torch.Tensor | float:
+def weight_penalty(model: nn.Module, l1: float, l2: float) -> torch.Tensor:
     """L1 and L2 penalties on Linear weights; biases and batch-norm scales are not penalized."""
-    if not (l1 or l2):
-        return 0.0
     weights = [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
-    penalty = sum(l1 * w.abs().sum() + l2 * w.pow(2).sum() for w in weights)
-    return penalty
+    return sum(l1 * w.abs().sum() + l2 * w.pow(2).sum() for w in weights)
 
 
 @torch.inference_mode()
@@ -161,55 +161,32 @@ def train(
     background: torch.Tensor,
     on_epoch: Callable[[EpochResult], None],
 ) -> TrainResult:
-    """Train for params.epochs (or until early stopping); keep the best validation epoch's weights.
+    """Train for params.epochs (or until early stopping); keep the weights of the lowest validation loss.
+
+    Loss, not accuracy: on 6,000 validation images accuracy moves in steps of a few images and
+    picked a worse epoch on one of three seeds measured (README, "Results").
 
     `background` is the standardized value of a black pixel, what augmentation shifts in.
     """
     device = train_data.inputs.device
     generator = torch.Generator(device=device).manual_seed(params.seed)
     augmenter = Augmenter(params.augment, background.to(device), generator) if params.augment.enabled else None
-    criterion = loss_function(params.loss)
     optimizer = make_optimizer(model, params)
-    n, batch_size = len(train_data.labels), params.batch_size
-    steps_per_epoch = -(-n // batch_size)
-    scheduler = make_schedule(optimizer, params, steps_per_epoch)
+    scheduler = make_schedule(optimizer, params, steps_per_epoch=-(-len(train_data.labels) // params.batch_size))
     result = TrainResult(best_epoch=0, best_state={})
-    best_accuracy, epochs_without_gain = -1.0, 0
+    best_loss, epochs_without_gain = math.inf, 0
 
     for epoch in range(1, params.epochs + 1):
         started = time.perf_counter()
-        model.train()
         lr = optimizer.param_groups[0]["lr"]
-        order = torch.randperm(n, device=device, generator=generator)
-        inputs, labels = train_data.inputs[order], train_data.labels[order]
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), dtype=torch.long, device=device)
-        for step, start in enumerate(range(0, n, batch_size), start=1):
-            batch, batch_labels = inputs[start : start + batch_size], labels[start : start + batch_size]
-            if augmenter is not None:
-                batch = augmenter(batch)
-            logits = model(batch)
-            loss = criterion(logits, batch_labels)
-            objective = loss + weight_penalty(model, params.l1, params.l2)
-            value = objective.item()
-            if not math.isfinite(value) or loss.item() > EXPLODED_LOSS:
-                raise TrainingDiverged(
-                    f"training diverged: loss {value:.3g} at epoch {epoch}, step {step} with lr "
-                    f"{optimizer.param_groups[0]['lr']:g}: lower train.optimizer.lr"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            objective.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            loss_sum += loss.detach() * len(batch_labels)
-            correct += (logits.detach().argmax(1) == batch_labels).sum()
-
+        train_loss, train_accuracy = _train_epoch(
+            model, train_data, params, optimizer, scheduler, augmenter, generator, epoch
+        )
         val_loss, val_accuracy = evaluate(model, val_data, params.loss)
         outcome = EpochResult(
             epoch=epoch,
-            train_loss=loss_sum.item() / n,
-            train_accuracy=correct.item() / n,
+            train_loss=train_loss,
+            train_accuracy=train_accuracy,
             val_loss=val_loss,
             val_accuracy=val_accuracy,
             lr=lr,
@@ -217,8 +194,8 @@ def train(
         )
         result.history.append(outcome)
         on_epoch(outcome)
-        if val_accuracy > best_accuracy:
-            best_accuracy, epochs_without_gain = val_accuracy, 0
+        if val_loss < best_loss:
+            best_loss, epochs_without_gain = val_loss, 0
             result.best_epoch, result.best_state = epoch, copy.deepcopy(model.state_dict())
         else:
             epochs_without_gain += 1
@@ -226,3 +203,51 @@ def train(
                 result.stopped_early = True
                 break
     return result
+
+
+def _train_epoch(
+    model: nn.Module,
+    data: Dataset,
+    params: Train,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    augmenter: Augmenter | None,
+    generator: torch.Generator,
+    epoch: int,
+) -> tuple[float, float]:
+    """One pass over shuffled batches; returns (mean loss, accuracy) on the training batches as seen.
+
+    The hot loop: one gather per batch instead of a shuffled copy of the whole set, one host
+    sync per step (the loss value, needed to stop on divergence), predictions stored for one
+    accuracy count per epoch, and no penalty term unless asked.
+    """
+    model.train()
+    criterion = loss_function(params.loss)
+    penalized = params.l1 > 0 or params.l2 > 0
+    n, batch_size = len(data.labels), params.batch_size
+    order = torch.randperm(n, device=data.inputs.device, generator=generator)
+    shuffled_labels = data.labels[order]
+    predictions = torch.empty_like(shuffled_labels)
+    loss_sum = 0.0
+    for step, start in enumerate(range(0, n, batch_size), start=1):
+        batch = data.inputs[order[start : start + batch_size]]
+        labels = shuffled_labels[start : start + batch_size]
+        if augmenter is not None:
+            batch = augmenter(batch)
+        logits = model(batch)
+        loss = criterion(logits, labels)
+        value = loss.item()
+        if not math.isfinite(value) or value > EXPLODED_LOSS:
+            raise TrainingDiverged(
+                f"training diverged: loss {value:.3g} at epoch {epoch}, step {step} with lr "
+                f"{optimizer.param_groups[0]['lr']:g}: lower train.optimizer.lr"
+            )
+        objective = loss + weight_penalty(model, params.l1, params.l2) if penalized else loss
+        optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        loss_sum += value * len(labels)
+        torch.argmax(logits.detach(), 1, out=predictions[start : start + batch_size])
+    return loss_sum / n, (predictions == shuffled_labels).float().mean().item()
