@@ -19,7 +19,6 @@ from pipeline.lib.benchmark import Timing, best_of, canonical_epoch, floor_epoch
 from pipeline.lib.cli import run_reporting_errors
 from pipeline.lib.normalization import Normalization
 from pipeline.lib.params import load_params
-from pipeline.lib.storage import read_pair
 from pipeline.lib.training import Dataset, make_deterministic
 
 STAGES = ("download", "preprocess", "split", "train", "evaluate", "analyze")
@@ -36,9 +35,9 @@ def speed_table(repeats: int) -> list[Timing]:
     no_augment = params.train.augment.model_copy(update={"rotation_degrees": 0.0, "shift_pixels": 0.0, "scale": 0.0, "elastic_alpha": 0.0})
     plain = params.model_copy(update={"train": params.train.model_copy(update={"augment": no_augment})})
     normalization = Normalization.from_json(json.loads(Path("reports/preprocess/normalization.json").read_text()))
-    background = torch.from_numpy((0 - normalization.mean) / normalization.std)
-    train_set, val_set = (Dataset(*(torch.from_numpy(a) for a in read_pair(Path("data/split"), name))) for name in ("train", "val"))
-    train_set, val_set = Dataset(train_set.inputs, train_set.labels.long()), Dataset(val_set.inputs, val_set.labels.long())
+    background = torch.from_numpy(normalization.black_pixel())
+    cpu = torch.device("cpu")
+    train_set, val_set = Dataset.load(Path("data/split"), "train", cpu), Dataset.load(Path("data/split"), "val", cpu)
     make_deterministic(0)
 
     def with_batch(source, batch_size: int):

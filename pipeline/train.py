@@ -15,13 +15,7 @@ from pipeline.lib.cli import PATH, stage_command
 from pipeline.lib.model import build_mlp, save_model
 from pipeline.lib.normalization import Normalization
 from pipeline.lib.params import Params
-from pipeline.lib.storage import read_pair
 from pipeline.lib.training import Dataset, EpochResult, hardware_identity, make_deterministic, resolve_device, train
-
-
-def load_dataset(folder: Path, name: str, device: torch.device) -> Dataset:
-    images, labels = read_pair(folder, name)
-    return Dataset(torch.from_numpy(images), torch.from_numpy(labels).long()).to(device)
 
 
 def log_epoch(live: Live, outcome: EpochResult) -> None:
@@ -47,13 +41,14 @@ def main(params: Params, data: Path, stats: Path, model_path: Path, live_dir: Pa
     device = resolve_device(params.train.device)
     make_deterministic(params.train.seed)
     normalization = Normalization.from_json(json.loads(stats.read_text()))
-    train_set, val_set = load_dataset(data, "train", device), load_dataset(data, "val", device)
+    train_set, val_set = Dataset.load(data, "train", device), Dataset.load(data, "val", device)
     model = build_mlp(params.model).to(device)
-    black_pixel = torch.from_numpy((0 - normalization.mean) / normalization.std)
 
     started = time.perf_counter()
     with atomic_path(live_dir) as live_folder, Live(str(live_folder), dvcyaml=False, save_dvc_exp=False) as live:
-        result = train(model, train_set, val_set, params.train, black_pixel, lambda e: log_epoch(live, e))
+        result = train(
+            model, train_set, val_set, params.train, torch.from_numpy(normalization.black_pixel()), lambda e: log_epoch(live, e)
+        )
         seconds = time.perf_counter() - started
         best = result.history[result.best_epoch - 1]
         live.summary.update({

@@ -40,6 +40,10 @@ class Normalization:
         pixels = images.reshape(len(images), PIXELS).astype(np.float32) / 255
         return (pixels - self.mean) / self.std
 
+    def black_pixel(self) -> np.ndarray:
+        """The standardized value of a pixel of 0, per pixel: what augmentation shifts in at the borders."""
+        return (0 - self.mean) / self.std
+
     def to_json(self) -> dict:
         """Scalars when every pixel shares the value (standard, unit), else 784-long lists."""
 

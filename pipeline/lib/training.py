@@ -13,6 +13,7 @@ import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,7 @@ from torch import nn
 from pipeline.lib.augment import Augmenter
 from pipeline.lib.errors import PipelineError
 from pipeline.lib.params import Train
+from pipeline.lib.storage import read_pair
 
 EVAL_BATCH = 4096
 # Cross-entropy starts near ln(10) = 2.3 and MSE here is at most 2: a batch loss above this
@@ -29,7 +31,7 @@ EXPLODED_LOSS = 1e4
 
 
 class TrainingDiverged(PipelineError):
-    """The loss became NaN or infinite."""
+    """The loss became NaN or infinite, or exploded past EXPLODED_LOSS."""
 
 
 @dataclass(frozen=True)
@@ -39,8 +41,11 @@ class Dataset:
     inputs: torch.Tensor
     labels: torch.Tensor
 
-    def to(self, device: torch.device) -> Dataset:
-        return Dataset(self.inputs.to(device), self.labels.to(device))
+    @classmethod
+    def load(cls, folder: Path, name: str, device: torch.device) -> Dataset:
+        """The `name` pair of arrays that the split stage wrote, as tensors on `device`."""
+        images, labels = read_pair(folder, name)
+        return cls(torch.from_numpy(images).to(device), torch.from_numpy(labels).long().to(device))
 
 
 @dataclass(frozen=True)
