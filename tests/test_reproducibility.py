@@ -125,4 +125,6 @@ def test_verify_passes_on_a_rerun_and_fails_on_uncommitted_code_changes(project)
     subprocess.run(["git", "commit", "-qam", "code only"], cwd=project, check=True)
     failed = verify(project)
     assert failed.returncode == 1
-    assert "dvc.lock is stale (evaluate: pipeline/lib/metrics.py" in failed.stderr.splitlines()[-1]
+    message = failed.stderr.splitlines()[-1]
+    assert message.startswith("error: the committed dvc.lock is stale")
+    assert "analyze: pipeline/lib/metrics.py" in message and "evaluate: pipeline/lib/metrics.py" in message
