@@ -145,8 +145,7 @@ def load_params(path: Path = DEFAULT_PARAMS) -> Params:
 def describe(error: dict) -> str:
     """One pydantic error as 'key: what is wrong (what is allowed)'."""
     location = [str(part) for part in error["loc"]]
-    # Union members and list items appear in the location; keep only the key path.
-    key = ".".join(part for part in location if not part.startswith(("int", "float", "none")))
+    key = ".".join(location)
     if error["type"] == "extra_forbidden":
         parent = _section_at(location[:-1])
         allowed = ", ".join(parent.model_fields) if parent else "see params.yaml"
