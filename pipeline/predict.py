@@ -8,7 +8,6 @@ image file in it.
 
 from __future__ import annotations
 
-import gzip
 import json
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import numpy as np
 from pipeline.lib.cli import PATH, run_reporting_errors
 from pipeline.lib.digitize import read_image, to_mnist
 from pipeline.lib.errors import PipelineError
-from pipeline.lib.mnist import parse_idx
+from pipeline.lib.mnist import read_idx
 from pipeline.lib.model import load_model, probabilities
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -27,11 +26,6 @@ TOP = 3
 
 def is_idx(path: Path) -> bool:
     return "idx3-ubyte" in path.name or path.suffix == ".idx"
-
-
-def read_idx_images(path: Path) -> np.ndarray:
-    raw = path.read_bytes()
-    return parse_idx(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw, dimensions=3, name=str(path))
 
 
 def collect(paths: tuple[Path, ...]) -> list[tuple[str, np.ndarray]]:
@@ -44,7 +38,7 @@ def collect(paths: tuple[Path, ...]) -> list[tuple[str, np.ndarray]]:
                 raise PipelineError(f"{path} holds no image or IDX files: pass a folder of PNG, JPEG or BMP files")
             digits.extend(collect(tuple(files)))
         elif is_idx(path):
-            digits.extend((f"{path}[{i}]", image) for i, image in enumerate(read_idx_images(path)))
+            digits.extend((f"{path}[{i}]", image) for i, image in enumerate(read_idx(path, dimensions=3)))
         else:
             digits.append((str(path), to_mnist(read_image(path), name=str(path))))
     return digits

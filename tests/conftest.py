@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import http.server
+import os
 import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -94,11 +101,28 @@ def run_stage():
     return invoke
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_mnist() -> Path:
     if not (SHARED_MNIST / "train-images-idx3-ubyte.gz").exists():
         pytest.skip(f"real MNIST not found at {SHARED_MNIST}")
     return SHARED_MNIST
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@contextmanager
+def serve_folder(folder: Path, handler: type = QuietHandler) -> Iterator[str]:
+    """A loopback HTTP server over `folder` for the duration; yields its URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def copy_project(destination: Path) -> Path:
@@ -107,3 +131,30 @@ def copy_project(destination: Path) -> Path:
         shutil.copy(PROJECT_ROOT / name, destination / name)
     shutil.copytree(PROJECT_ROOT / "pipeline", destination / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
     return destination
+
+
+def git(project: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=project, check=True, capture_output=True)
+
+
+def dvc(project: Path, *args: str) -> str:
+    result = subprocess.run(["dvc", *args], cwd=project, capture_output=True, text=True, env=os.environ | {"DVC_NO_ANALYTICS": "1"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+@pytest.fixture
+def project(tmp_path, shared_mnist, monkeypatch) -> Path:
+    """A fresh git + DVC copy of the project with tiny training params, on real MNIST."""
+    monkeypatch.setenv("MNIST_MIRROR", str(shared_mnist))
+    (tmp_path / "project").mkdir()
+    project = copy_project(tmp_path / "project")
+    write_params(project / "params.yaml", small_params(split={"train_subset": 2000}, train={"epochs": 2}))
+    git(project, "init", "-q")
+    git(project, "config", "user.email", "test@example.com")
+    git(project, "config", "user.name", "test")
+    dvc(project, "init", "-q")
+    dvc(project, "config", "core.analytics", "false")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "init")
+    return project

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import ast
 import json
-import os
-import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import PROJECT_ROOT, copy_project, small_params, write_params
+from conftest import PROJECT_ROOT, dvc, git
 
 STAGES = ["download", "preprocess", "split", "train", "evaluate", "analyze"]
 DVC_YAML = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
@@ -51,33 +48,6 @@ def test_stages_never_import_each_other():
 def test_each_stage_depends_on_its_own_params_sections(stage):
     expected = {"download": None, "train": ["model", "train"]}.get(stage, [stage])
     assert DVC_YAML[stage].get("params") == expected
-
-
-def git(project: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=project, check=True, capture_output=True)
-
-
-def dvc(project: Path, *args: str) -> str:
-    result = subprocess.run(["dvc", *args], cwd=project, capture_output=True, text=True, env=os.environ | {"DVC_NO_ANALYTICS": "1"})
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout + result.stderr
-
-
-@pytest.fixture
-def project(tmp_path, shared_mnist, monkeypatch) -> Path:
-    """A fresh git + DVC copy of the project with tiny training params, on real MNIST."""
-    monkeypatch.setenv("MNIST_MIRROR", str(shared_mnist))
-    (tmp_path / "project").mkdir()
-    project = copy_project(tmp_path / "project")
-    write_params(project / "params.yaml", small_params(split={"train_subset": 2000}, train={"epochs": 2}))
-    git(project, "init", "-q")
-    git(project, "config", "user.email", "test@example.com")
-    git(project, "config", "user.name", "test")
-    dvc(project, "init", "-q")
-    dvc(project, "config", "core.analytics", "false")
-    git(project, "add", "-A")
-    git(project, "commit", "-qm", "init")
-    return project
 
 
 def ran(output: str) -> list[str]:

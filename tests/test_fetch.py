@@ -2,39 +2,20 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
-import threading
-from pathlib import Path
+from contextlib import ExitStack
 
 import pytest
 
-from conftest import write_raw
+from conftest import serve_folder, write_raw
 from pipeline.lib.errors import PipelineError
 from pipeline.lib.fetch import PUBLIC_MIRRORS, fetch_all, mirrors_from_environment
 
 
 @pytest.fixture
 def serve():
-    """Start a loopback HTTP server over a folder; yields a function returning its URL."""
-    servers = []
-
-    def start(folder: Path) -> str:
-        handler = functools.partial(_QuietHandler, directory=str(folder))
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_port}/"
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
+    """Start loopback HTTP servers over folders; yields a function returning each one's URL."""
+    with ExitStack() as servers:
+        yield lambda folder: servers.enter_context(serve_folder(folder))
 
 
 def test_bad_checksum_mirror_is_skipped_for_the_next(tmp_path, serve):

@@ -62,3 +62,9 @@ def test_wrong_image_size(tmp_path):
     write_idx_gz(tmp_path / "l.gz", np.zeros(2, np.uint8))
     with pytest.raises(IdxError, match="32x32 images, expected 28x28"):
         load_digits(tmp_path / "i.gz", tmp_path / "l.gz")
+
+
+def test_plain_idx_is_read_like_gzipped(tmp_path):
+    images = np.random.default_rng(1).integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    (tmp_path / "x-idx3-ubyte").write_bytes(encode_idx(images))
+    assert np.array_equal(read_idx(tmp_path / "x-idx3-ubyte", dimensions=3), images)

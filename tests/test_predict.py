@@ -24,12 +24,12 @@ SAMPLE = 200
 
 
 @pytest.fixture(scope="module")
-def mnist_model(tmp_path_factory, shared_mnist_module) -> tuple[Path, np.ndarray, np.ndarray]:
+def mnist_model(tmp_path_factory, shared_mnist) -> tuple[Path, np.ndarray, np.ndarray]:
     """(model file, 200 test images, the model's predictions on them) from a quick real-MNIST model."""
     params = Params.model_validate(
         small_params(model={"hidden_sizes": [128]}, train={"epochs": 2, "batch_size": 128, "augment": {"rotation_degrees": 0.0, "shift_pixels": 0.0}})
     )
-    train_digits, test_digits = load_official(shared_mnist_module, "train"), load_official(shared_mnist_module, "test")
+    train_digits, test_digits = load_official(shared_mnist, "train"), load_official(shared_mnist, "test")
     normalization = Normalization.fit(train_digits.images, params.preprocess)
     make_deterministic(0)
     network = build_mlp(params.model)
@@ -45,15 +45,6 @@ def mnist_model(tmp_path_factory, shared_mnist_module) -> tuple[Path, np.ndarray
     originals = test_digits.images[-SAMPLE:]
     expected = probabilities(network, normalization.apply(originals), 1000).argmax(1)
     return path, originals, expected
-
-
-@pytest.fixture(scope="module")
-def shared_mnist_module() -> Path:
-    from conftest import SHARED_MNIST
-
-    if not (SHARED_MNIST / "train-images-idx3-ubyte.gz").exists():
-        pytest.skip(f"real MNIST not found at {SHARED_MNIST}")
-    return SHARED_MNIST
 
 
 def render(image: np.ndarray, variant: str) -> Image.Image:

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from test_dvc import STAGES, dvc, project  # noqa: F401 (fixture)
+from conftest import QuietHandler, dvc, git, serve_folder
+from test_dvc import STAGES
 
 # While this path exists, the stage is midway: its outputs are being written under temporary names.
 MIDWAY = {
@@ -34,7 +32,7 @@ def lock_outputs(project: Path) -> dict[str, str]:
     return {out["path"]: out["md5"] for stage in stages.values() for out in stage.get("outs", []) if "timing" not in out["path"]}
 
 
-class SlowHandler(http.server.SimpleHTTPRequestHandler):
+class SlowHandler(QuietHandler):
     """Serves files in small chunks with pauses, so a download can be interrupted mid-transfer."""
 
     def copyfile(self, source, destination):
@@ -45,17 +43,11 @@ class SlowHandler(http.server.SimpleHTTPRequestHandler):
         except ConnectionError:
             pass  # the client was killed mid-transfer, as intended
 
-    def log_message(self, *args):
-        pass
-
 
 @pytest.fixture
 def slow_mirror(shared_mnist):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(SlowHandler, directory=str(shared_mnist)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/"
-    server.shutdown()
-    server.server_close()
+    with serve_folder(shared_mnist, SlowHandler) as url:
+        yield url
 
 
 def kill_midway(project: Path, stage: str, env: dict) -> None:
@@ -114,15 +106,15 @@ def verify(project: Path) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_verify_passes_on_a_rerun_and_fails_on_uncommitted_code_changes(project):
     dvc(project, "repro")
-    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
-    subprocess.run(["git", "commit", "-qm", "results"], cwd=project, check=True)
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "results")
     passed = verify(project)
     assert passed.returncode == 0, passed.stderr
     assert "verify: reproduced exactly" in passed.stdout and "differs" not in passed.stdout
 
     with open(project / "pipeline/lib/metrics.py", "a") as file:
         file.write("\n# a change to the code, committed without rerunning the pipeline\n")
-    subprocess.run(["git", "commit", "-qam", "code only"], cwd=project, check=True)
+    git(project, "commit", "-qam", "code only")
     failed = verify(project)
     assert failed.returncode == 1
     message = failed.stderr.splitlines()[-1]

@@ -18,6 +18,7 @@ from typing import BinaryIO
 
 from tqdm import tqdm
 
+from pipeline.lib.atomic import atomic_path
 from pipeline.lib.errors import PipelineError
 
 MIRROR_VARIABLE = "MNIST_MIRROR"
@@ -59,14 +60,10 @@ def fetch_all(
 
 
 def _fetch_one(mirror: str, name: str, md5: str, target: Path) -> None:
-    partial = target.with_name(f".{target.name}.part")
-    try:
+    with atomic_path(target) as partial:  # a failed or mismatched copy never reaches `target`
         digest = _copy(mirror, name, partial)
         if digest != md5:
             raise MirrorError(f"MD5 {digest} does not match the official {md5}")
-        partial.replace(target)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def _copy(mirror: str, name: str, partial: Path) -> str:

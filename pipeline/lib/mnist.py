@@ -32,6 +32,7 @@ SPLIT_FILES = {
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
 _UNSIGNED_BYTE = 0x08
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 class IdxError(PipelineError):
@@ -47,10 +48,12 @@ class Digits:
 
 
 def read_idx(path: Path, dimensions: int) -> np.ndarray:
-    """Decode one gzipped IDX file of unsigned bytes with the given number of dimensions."""
+    """Decode one IDX file of unsigned bytes (gzipped, as published, or not) with the given dimensions."""
     path = Path(path)
     try:
-        raw = gzip.decompress(path.read_bytes())
+        raw = path.read_bytes()
+        if raw[:2] == _GZIP_MAGIC:
+            raw = gzip.decompress(raw)
     except FileNotFoundError:
         raise IdxError(f"{path} not found: run the download stage first (dvc repro download)") from None
     except (OSError, EOFError, zlib.error):
