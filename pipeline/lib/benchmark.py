@@ -2,7 +2,7 @@
 
 - canonical: torchvision's MNIST dataset with ToTensor + Normalize per sample, and a DataLoader;
 - project: this project's training loop (tensors in memory, batched augmentation);
-- floor: forward, backward and optimizer step over pre-sliced tensors, nothing else.
+- floor: the project's forward, backward and optimizer step over pre-sliced tensors, nothing else.
 
 Each is timed over whole epochs of the 54,000 training images after a warm-up.
 """
@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from pipeline.lib.backprop import gradient_step
 from pipeline.lib.mnist import OFFICIAL_FILES
 from pipeline.lib.model import build_mlp
 from pipeline.lib.params import Params
@@ -58,7 +59,7 @@ def canonical_epoch(raw_dir: Path, params: Params, batch_size: int) -> float:
         model = build_mlp(params.model)
         # As tutorials write it: torch.optim.Adam with PyTorch's default (unfused) implementation.
         optimizer = torch.optim.Adam(model.parameters(), lr=params.train.optimizer.lr)
-        step = _step_function(model, optimizer)
+        step = _tutorial_step(model, optimizer)
         for index, (images, labels) in enumerate(loader):  # warm-up
             step(images.flatten(1), labels)
             if index == WARMUP_STEPS:
@@ -82,8 +83,14 @@ def project_epoch(train_set: Dataset, val_set: Dataset, params: Params, backgrou
 def floor_epoch(train_set: Dataset, params: Params, batch_size: int) -> float:
     """Only the arithmetic: forward, loss, backward, step over batches sliced in advance."""
     model = build_mlp(params.model)
+    model.train()
     optimizer = make_optimizer(model, params.train)
-    step = _step_function(model, optimizer)
+    step_gradients = gradient_step(model, params.train)
+
+    def step(inputs: torch.Tensor, labels: torch.Tensor) -> None:
+        step_gradients(inputs, labels)
+        optimizer.step()
+
     batches = [
         (train_set.inputs[start : start + batch_size], train_set.labels[start : start + batch_size])
         for start in range(0, len(train_set.labels), batch_size)
@@ -96,7 +103,7 @@ def floor_epoch(train_set: Dataset, params: Params, batch_size: int) -> float:
     return time.perf_counter() - started
 
 
-def _step_function(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Callable[[torch.Tensor, torch.Tensor], None]:
+def _tutorial_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Callable[[torch.Tensor, torch.Tensor], None]:
     model.train()
 
     def step(inputs: torch.Tensor, labels: torch.Tensor) -> None:
