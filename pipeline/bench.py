@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 import torch
 
-from pipeline.lib.benchmark import Timing, best_of, canonical_epoch, floor_epoch, project_epoch
+from pipeline.lib.benchmark import Timing, best_of_interleaved, canonical_epoch, floor_epoch, project_epoch
 from pipeline.lib.cli import run_reporting_errors
 from pipeline.lib.normalization import Normalization
 from pipeline.lib.params import load_params
@@ -44,15 +44,16 @@ def speed_table(repeats: int) -> list[Timing]:
         return source.model_copy(update={"train": source.train.model_copy(update={"batch_size": batch_size})})
 
     batch = params.train.batch_size
-    timings = [
-        Timing("canonical DataLoader idiom", batch, best_of(repeats, lambda: canonical_epoch(Path("data/raw"), plain, batch))),
-        Timing("project loop", batch, best_of(repeats, lambda: project_epoch(train_set, val_set, plain, background))),
-        Timing("project loop + augmentation", batch, best_of(repeats, lambda: project_epoch(train_set, val_set, params, background))),
-        Timing("project loop", 512, best_of(repeats, lambda: project_epoch(train_set, val_set, with_batch(plain, 512), background))),
-        Timing("compute floor", 512, best_of(repeats, lambda: floor_epoch(train_set, plain, 512))),
-        Timing("compute floor", 4096, best_of(repeats, lambda: floor_epoch(train_set, plain, 4096))),
+    methods = [
+        ("canonical DataLoader idiom", batch, lambda: canonical_epoch(Path("data/raw"), plain, batch)),
+        ("project loop", batch, lambda: project_epoch(train_set, val_set, plain, background)),
+        ("project loop + augmentation", batch, lambda: project_epoch(train_set, val_set, params, background)),
+        ("project loop", 512, lambda: project_epoch(train_set, val_set, with_batch(plain, 512), background)),
+        ("compute floor", 512, lambda: floor_epoch(train_set, plain, 512)),
+        ("compute floor", 4096, lambda: floor_epoch(train_set, plain, 4096)),
     ]
-    return timings
+    fastest = best_of_interleaved(repeats, [measure for _, _, measure in methods])
+    return [Timing(method, batch_size, seconds) for (method, batch_size, _), seconds in zip(methods, fastest)]
 
 
 def print_speed(timings: list[Timing]) -> None:

@@ -10,6 +10,7 @@ Each is timed over whole epochs of the 54,000 training images after a warm-up.
 from __future__ import annotations
 
 import gzip
+import math
 import shutil
 import tempfile
 import time
@@ -37,9 +38,17 @@ class Timing:
     seconds_per_epoch: float
 
 
-def best_of(repeats: int, measure: Callable[[], float]) -> float:
-    """The fastest of several runs: the least disturbed by other work on a shared machine."""
-    return min(measure() for _ in range(repeats))
+def best_of_interleaved(repeats: int, measures: list[Callable[[], float]]) -> list[float]:
+    """The fastest of `repeats` runs of each measure: the least disturbed by other work.
+
+    Runs go in rounds of one run of every measure, so a slow spell on a shared machine slows one
+    round of every method rather than every run of one method.
+    """
+    best = [math.inf] * len(measures)
+    for _ in range(repeats):
+        for index, measure in enumerate(measures):
+            best[index] = min(best[index], measure())
+    return best
 
 
 def canonical_epoch(raw_dir: Path, params: Params, batch_size: int) -> float:
