@@ -17,9 +17,10 @@ import torch
 
 from pipeline.lib.benchmark import Timing, best_of_interleaved, canonical_epoch, floor_epoch, project_epoch
 from pipeline.lib.cli import run_reporting_errors
+from pipeline.lib.errors import PipelineError
 from pipeline.lib.normalization import Normalization
 from pipeline.lib.params import load_params
-from pipeline.lib.training import Dataset, make_deterministic
+from pipeline.lib.training import Dataset, hardware_identity, make_deterministic
 
 STAGES = ("download", "preprocess", "split", "train", "evaluate", "analyze")
 # Run in a child process: ru_maxrss of its children is the peak RSS of dvc and the stage it runs.
@@ -30,22 +31,21 @@ MEASURE_STAGE = (
 )
 
 
-def speed_table(repeats: int) -> list[Timing]:
+def speed_table(repeats: int, device: torch.device) -> list[Timing]:
     params = load_params()
     no_augment = params.train.augment.model_copy(update={"rotation_degrees": 0.0, "shift_pixels": 0.0, "scale": 0.0, "elastic_alpha": 0.0})
     plain = params.model_copy(update={"train": params.train.model_copy(update={"augment": no_augment})})
     normalization = Normalization.from_json(json.loads(Path("reports/preprocess/normalization.json").read_text()))
     background = torch.from_numpy(normalization.black_pixel())
-    cpu = torch.device("cpu")
-    train_set, val_set = Dataset.load(Path("data/split"), "train", cpu), Dataset.load(Path("data/split"), "val", cpu)
-    make_deterministic(0)
+    make_deterministic(0)  # before any CUDA work: it sets cuBLAS's workspace for deterministic kernels
+    train_set, val_set = Dataset.load(Path("data/split"), "train", device), Dataset.load(Path("data/split"), "val", device)
 
     def with_batch(source, batch_size: int):
         return source.model_copy(update={"train": source.train.model_copy(update={"batch_size": batch_size})})
 
     batch = params.train.batch_size
     methods = [
-        ("canonical DataLoader idiom", batch, lambda: canonical_epoch(Path("data/raw"), plain, batch)),
+        ("canonical DataLoader idiom", batch, lambda: canonical_epoch(Path("data/raw"), plain, batch, device)),
         ("project loop", batch, lambda: project_epoch(train_set, val_set, plain, background)),
         ("project loop + augmentation", batch, lambda: project_epoch(train_set, val_set, params, background)),
         ("project loop", 512, lambda: project_epoch(train_set, val_set, with_batch(plain, 512), background)),
@@ -56,10 +56,14 @@ def speed_table(repeats: int) -> list[Timing]:
     return [Timing(method, batch_size, seconds) for (method, batch_size, _), seconds in zip(methods, fastest)]
 
 
-def print_speed(timings: list[Timing]) -> None:
+def print_speed(timings: list[Timing], device: torch.device) -> None:
     canonical = timings[0].seconds_per_epoch
     floor = timings[-1].seconds_per_epoch
-    click.echo(f"\ntraining speed, {torch.get_num_threads()} threads, {torch.__version__}; seconds per epoch of 54,000 images")
+    hardware = hardware_identity(device)
+    click.echo(
+        f"\ntraining speed on {hardware['device']} ({hardware['processor']}), {hardware['threads']} threads, "
+        f"torch {hardware['torch']}; seconds per epoch of 54,000 images"
+    )
     click.echo(f"{'method':<30} {'batch':>6} {'s/epoch':>8} {'speed-up vs canonical':>22} {'vs floor (4096)':>16}")
     for timing in timings:
         seconds = timing.seconds_per_epoch
@@ -88,13 +92,17 @@ def dvc_table() -> None:
 
 @click.command()
 @click.option("--repeats", default=2, show_default=True, help="Runs of each timing; the fastest is kept.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="Where the training-speed table runs.")
 @click.option("--skip-dvc", is_flag=True, help="Only the training-speed table.")
 @click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
-def main(repeats: int, skip_dvc: bool, debug: bool) -> None:
+def main(repeats: int, device: str, skip_dvc: bool, debug: bool) -> None:
     """Measure training speed against the canonical idiom and the compute floor, and stage memory and time."""
 
     def action() -> None:
-        print_speed(speed_table(repeats))
+        if device == "cuda" and not torch.cuda.is_available():
+            raise PipelineError("--device cuda but no CUDA GPU is visible: run on a GPU machine, or without --device")
+        where = torch.device(device)
+        print_speed(speed_table(repeats, where), where)
         if not skip_dvc:
             dvc_table()
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from click.testing import CliRunner
+
 from conftest import small_params
+from pipeline.bench import main as bench
 from pipeline.lib.benchmark import TRAIN_IMAGES, best_of_interleaved, canonical_epoch, floor_epoch, project_epoch
 from pipeline.lib.params import Params
 from pipeline.lib.training import Dataset
@@ -41,4 +44,11 @@ def test_project_and_floor_epochs_run_on_any_dataset():
 def test_canonical_epoch_reads_real_mnist_through_torchvision(shared_mnist):
     params = Params.model_validate(small_params(train={"batch_size": 512}))
     assert TRAIN_IMAGES == 54_000
-    assert 0 < canonical_epoch(shared_mnist, params, 512) < 300
+    assert 0 < canonical_epoch(shared_mnist, params, 512, torch.device("cpu")) < 300
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is visible here")
+def test_cuda_table_without_a_gpu_stops_with_one_line():
+    result = CliRunner().invoke(bench, ["--device", "cuda", "--skip-dvc"])
+    assert result.exit_code != 0
+    assert "--device cuda but no CUDA GPU is visible" in result.output

@@ -5,7 +5,7 @@ autograd's bookkeeping (graph nodes, saved tensors, a new gradient tensor per pa
 about 0.2 ms. The hand-written pass is the textbook backward pass of the NumPy assignments:
 softmax minus one-hot, then for each layer from the top, weight gradient = upstream^T @ input
 and upstream @ weight times the activation's slope. It writes into gradient tensors kept
-between steps. Measured about 20% faster per step than autograd (`python -m pipeline bench`);
+between steps. Measured about 20% faster per step than autograd (README, "Speed");
 tests/test_backprop.py checks that both give the same gradients.
 """
 

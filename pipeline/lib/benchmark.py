@@ -51,8 +51,15 @@ def best_of_interleaved(repeats: int, measures: list[Callable[[], float]]) -> li
     return best
 
 
-def canonical_epoch(raw_dir: Path, params: Params, batch_size: int) -> float:
-    """The idiom of most tutorials: per-sample transforms through a DataLoader."""
+def finish(device: torch.device) -> float:
+    """The clock once the device has done all queued work: CUDA kernels run asynchronously."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def canonical_epoch(raw_dir: Path, params: Params, batch_size: int, device: torch.device) -> float:
+    """The idiom of most tutorials: per-sample transforms through a DataLoader, batches moved to the device."""
     from torchvision import datasets, transforms
 
     with tempfile.TemporaryDirectory() as root:
@@ -65,24 +72,25 @@ def canonical_epoch(raw_dir: Path, params: Params, batch_size: int) -> float:
         dataset = datasets.MNIST(root, train=True, download=False, transform=transform)
         subset = torch.utils.data.Subset(dataset, range(TRAIN_IMAGES))
         loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=True)
-        model = build_mlp(params.model)
+        model = build_mlp(params.model).to(device)
         # As tutorials write it: torch.optim.Adam with PyTorch's default (unfused) implementation.
         optimizer = torch.optim.Adam(model.parameters(), lr=params.train.optimizer.lr)
         step = _tutorial_step(model, optimizer)
         for index, (images, labels) in enumerate(loader):  # warm-up
-            step(images.flatten(1), labels)
+            step(images.flatten(1).to(device), labels.to(device))
             if index == WARMUP_STEPS:
                 break
-        started = time.perf_counter()
+        started = finish(device)
         for images, labels in loader:
-            step(images.flatten(1), labels)
-        return time.perf_counter() - started
+            step(images.flatten(1).to(device), labels.to(device))
+        return finish(device) - started
 
 
 def project_epoch(train_set: Dataset, val_set: Dataset, params: Params, background: torch.Tensor) -> float:
-    """One epoch of pipeline.lib.training.train, validation included, as the train stage runs it."""
+    """One epoch of pipeline.lib.training.train, validation included, as the train stage runs it
+    (its per-step loss value synchronizes with the device)."""
     train_params = params.train.model_copy(update={"epochs": 1})
-    model = build_mlp(params.model)
+    model = build_mlp(params.model).to(train_set.inputs.device)
     warmup = Dataset(train_set.inputs[: WARMUP_STEPS * train_params.batch_size], train_set.labels[: WARMUP_STEPS * train_params.batch_size])
     train(model, warmup, val_set, train_params, background, lambda _: None)
     result = train(model, train_set, val_set, train_params, background, lambda _: None)
@@ -91,7 +99,8 @@ def project_epoch(train_set: Dataset, val_set: Dataset, params: Params, backgrou
 
 def floor_epoch(train_set: Dataset, params: Params, batch_size: int) -> float:
     """Only the arithmetic: forward, loss, backward, step over batches sliced in advance."""
-    model = build_mlp(params.model)
+    device = train_set.inputs.device
+    model = build_mlp(params.model).to(device)
     model.train()
     optimizer = make_optimizer(model, params.train)
     step_gradients = gradient_step(model, params.train)
@@ -106,10 +115,10 @@ def floor_epoch(train_set: Dataset, params: Params, batch_size: int) -> float:
     ]
     for inputs, labels in batches[:3]:
         step(inputs, labels)
-    started = time.perf_counter()
+    started = finish(device)
     for inputs, labels in batches:
         step(inputs, labels)
-    return time.perf_counter() - started
+    return finish(device) - started
 
 
 def _tutorial_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Callable[[torch.Tensor, torch.Tensor], None]:
