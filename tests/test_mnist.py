@@ -43,24 +43,18 @@ def test_empty_file_is_refused(tmp_path):
         read_idx(tmp_path / "x.gz", dimensions=3)
 
 
-def test_image_label_count_mismatch(tmp_path):
-    write_idx_gz(tmp_path / "i.gz", np.zeros((4, 28, 28), np.uint8))
-    write_idx_gz(tmp_path / "l.gz", np.zeros(3, np.uint8))
-    with pytest.raises(IdxError, match="4 images but its labels file 3 labels"):
-        load_digits(tmp_path / "i.gz", tmp_path / "l.gz")
-
-
-def test_label_outside_0_to_9(tmp_path):
-    write_idx_gz(tmp_path / "i.gz", np.zeros((2, 28, 28), np.uint8))
-    write_idx_gz(tmp_path / "l.gz", np.array([3, 10], np.uint8))
-    with pytest.raises(IdxError, match="label 10, outside 0-9"):
-        load_digits(tmp_path / "i.gz", tmp_path / "l.gz")
-
-
-def test_wrong_image_size(tmp_path):
-    write_idx_gz(tmp_path / "i.gz", np.zeros((2, 32, 32), np.uint8))
-    write_idx_gz(tmp_path / "l.gz", np.zeros(2, np.uint8))
-    with pytest.raises(IdxError, match="32x32 images, expected 28x28"):
+@pytest.mark.parametrize(
+    ("images", "labels", "message"),
+    [
+        (np.zeros((4, 28, 28), np.uint8), np.zeros(3, np.uint8), "4 images but its labels file 3 labels"),
+        (np.zeros((2, 28, 28), np.uint8), np.array([3, 10], np.uint8), "label 10, outside 0-9"),
+        (np.zeros((2, 32, 32), np.uint8), np.zeros(2, np.uint8), "32x32 images, expected 28x28"),
+    ],
+)
+def test_inconsistent_image_and_label_files_are_refused(tmp_path, images, labels, message):
+    write_idx_gz(tmp_path / "i.gz", images)
+    write_idx_gz(tmp_path / "l.gz", labels)
+    with pytest.raises(IdxError, match=message):
         load_digits(tmp_path / "i.gz", tmp_path / "l.gz")
 
 
