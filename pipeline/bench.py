@@ -17,10 +17,9 @@ import torch
 
 from pipeline.lib.benchmark import Timing, best_of_interleaved, canonical_epoch, floor_epoch, project_epoch
 from pipeline.lib.cli import run_reporting_errors
-from pipeline.lib.errors import PipelineError
 from pipeline.lib.normalization import Normalization
 from pipeline.lib.params import load_params
-from pipeline.lib.training import Dataset, hardware_identity, make_deterministic
+from pipeline.lib.training import Dataset, hardware_identity, make_deterministic, resolve_device
 
 STAGES = ("download", "preprocess", "split", "train", "evaluate", "analyze")
 # Run in a child process: ru_maxrss of its children is the peak RSS of dvc and the stage it runs.
@@ -92,16 +91,14 @@ def dvc_table() -> None:
 
 @click.command()
 @click.option("--repeats", default=2, show_default=True, help="Runs of each timing; the fastest is kept.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="Where the training-speed table runs.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True, help="Where the training-speed table runs.")
 @click.option("--skip-dvc", is_flag=True, help="Only the training-speed table.")
 @click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
 def main(repeats: int, device: str, skip_dvc: bool, debug: bool) -> None:
     """Measure training speed against the canonical idiom and the compute floor, and stage memory and time."""
 
     def action() -> None:
-        if device == "cuda" and not torch.cuda.is_available():
-            raise PipelineError("--device cuda but no CUDA GPU is visible: run on a GPU machine, or without --device")
-        where = torch.device(device)
+        where = resolve_device(device, setting="--device")
         print_speed(speed_table(repeats, where), where)
         if not skip_dvc:
             dvc_table()

@@ -51,4 +51,4 @@ def test_canonical_epoch_reads_real_mnist_through_torchvision(shared_mnist):
 def test_cuda_table_without_a_gpu_stops_with_one_line():
     result = CliRunner().invoke(bench, ["--device", "cuda", "--skip-dvc"])
     assert result.exit_code != 0
-    assert "--device cuda but no CUDA GPU is visible" in result.output
+    assert "--device is cuda but no CUDA GPU is visible: set --device to auto or cpu" in result.output

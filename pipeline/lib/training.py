@@ -67,9 +67,10 @@ class TrainResult:
     stopped_early: bool = False
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, setting: str = "train.device") -> torch.device:
+    """auto, cpu or cuda as a device; `setting` names where the choice came from, for the error."""
     if name == "cuda" and not torch.cuda.is_available():
-        raise PipelineError("train.device is cuda but no CUDA GPU is visible: set train.device to auto or cpu")
+        raise PipelineError(f"{setting} is cuda but no CUDA GPU is visible: set {setting} to auto or cpu")
     return torch.device("cuda" if name in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
 
 
