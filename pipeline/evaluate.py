@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.lib.atomic import write_array, write_bytes, write_json
+from pipeline.lib.atomic import atomic_paths, write_array, write_bytes, write_json
 from pipeline.lib.cli import PATH, stage_command
 from pipeline.lib.figures import confusion_figure, save_figure
 from pipeline.lib.metrics import classification_report, confusion
@@ -39,13 +39,14 @@ def main(
     predicted = probs.argmax(1)
     report, per_digit = classification_report(labels, probs)
     rows = "".join(f"{actual},{guess}\n" for actual, guess in zip(labels, predicted))
-    write_bytes(confusion_csv, ("actual,predicted\n" + rows).encode())
-    save_figure(
-        confusion_figure(confusion(labels, predicted), f"test accuracy {report['accuracy']:.2%}"), confusion_png
-    )
-    write_array(predictions, probs)
-    write_json(per_class, per_digit)
-    write_json(metrics, report)
+    figure = confusion_figure(confusion(labels, predicted), f"test accuracy {report['accuracy']:.2%}")
+    # Every output appears together, and only once all of them are written.
+    with atomic_paths(confusion_csv, confusion_png, predictions, per_class, metrics) as (csv, png, npy, per_digit_json, metrics_json):
+        write_bytes(csv, ("actual,predicted\n" + rows).encode())
+        save_figure(figure, png)
+        write_array(npy, probs)
+        write_json(per_digit_json, per_digit)
+        write_json(metrics_json, report)
     click.echo(f"evaluate: test accuracy {report['accuracy']:.4f}, loss {report['loss']:.4f}")
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.lib.atomic import atomic_path, write_json
+from pipeline.lib.atomic import atomic_paths, write_json
 from pipeline.lib.cli import PATH, stage_command
 from pipeline.lib.mnist import load_official
 from pipeline.lib.normalization import Normalization
@@ -21,11 +21,11 @@ from pipeline.lib.storage import write_pair
 def main(params: Params, raw: Path, out: Path, stats: Path) -> None:
     train, test = load_official(raw, "train"), load_official(raw, "test")
     normalization = Normalization.fit(train.images, params.preprocess)
-    with atomic_path(out) as folder:
+    with atomic_paths(out, stats) as (folder, stats_file):
         folder.mkdir()
         write_pair(folder, "train", normalization.apply(train.images), train.labels)
         write_pair(folder, "test", normalization.apply(test.images), test.labels)
-    write_json(stats, normalization.to_json())
+        write_json(stats_file, normalization.to_json())
     click.echo(f"preprocess: {len(train.labels)} train and {len(test.labels)} test images, {normalization.mode}")
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.lib.atomic import atomic_path, write_json
+from pipeline.lib.atomic import atomic_paths, write_json
 from pipeline.lib.cli import PATH, stage_command
 from pipeline.lib.params import Params
 from pipeline.lib.splitting import class_counts, split_indices
@@ -20,14 +20,14 @@ from pipeline.lib.storage import read_pair, write_pair
 def main(params: Params, data: Path, out: Path, counts: Path) -> None:
     images, labels = read_pair(data, "train")
     train, validation = split_indices(labels, params.split)
-    with atomic_path(out) as folder:
+    with atomic_paths(out, counts) as (folder, counts_file):
         folder.mkdir()
         write_pair(folder, "train", images[train], labels[train])
         write_pair(folder, "val", images[validation], labels[validation])
-    write_json(counts, {
-        "train": {"total": len(train), "per_class": class_counts(labels[train])},
-        "val": {"total": len(validation), "per_class": class_counts(labels[validation])},
-    })
+        write_json(counts_file, {
+            "train": {"total": len(train), "per_class": class_counts(labels[train])},
+            "val": {"total": len(validation), "per_class": class_counts(labels[validation])},
+        })
     click.echo(f"split: {len(train)} train, {len(validation)} validation images")
 
 

@@ -10,12 +10,13 @@ import click
 import torch
 from dvclive import Live
 
-from pipeline.lib.atomic import atomic_path, write_json
+from pipeline.lib.atomic import atomic_paths, write_json
 from pipeline.lib.cli import PATH, stage_command
+from pipeline.lib.device import make_deterministic, numerics_fingerprint, resolve_device
 from pipeline.lib.model import build_mlp, save_model
 from pipeline.lib.normalization import Normalization
 from pipeline.lib.params import Params
-from pipeline.lib.training import Dataset, EpochResult, hardware_identity, make_deterministic, resolve_device, train
+from pipeline.lib.training import Dataset, EpochResult, train
 
 
 def log_epoch(live: Live, outcome: EpochResult) -> None:
@@ -35,7 +36,7 @@ def log_epoch(live: Live, outcome: EpochResult) -> None:
 @click.option("--stats", type=PATH, required=True, help="Normalization JSON written by preprocess.")
 @click.option("--model", "model_path", type=PATH, required=True, help="Model file to write.")
 @click.option("--live", "live_dir", type=PATH, required=True, help="Folder for dvclive metrics and plots.")
-@click.option("--timing", type=PATH, required=True, help="JSON file for seconds and device (kept apart: not reproducible).")
+@click.option("--timing", type=PATH, required=True, help="JSON file for seconds and numerics (kept apart: not reproducible).")
 @stage_command
 def main(params: Params, data: Path, stats: Path, model_path: Path, live_dir: Path, timing: Path) -> None:
     device = resolve_device(params.train.device)
@@ -45,27 +46,29 @@ def main(params: Params, data: Path, stats: Path, model_path: Path, live_dir: Pa
     model = build_mlp(params.model).to(device)
 
     started = time.perf_counter()
-    with atomic_path(live_dir) as live_folder, Live(str(live_folder), dvcyaml=False, save_dvc_exp=False) as live:
-        result = train(
-            model, train_set, val_set, params.train, torch.from_numpy(normalization.black_pixel()), lambda e: log_epoch(live, e)
-        )
-        seconds = time.perf_counter() - started
-        best = result.history[result.best_epoch - 1]
-        live.summary.update({
-            "best_epoch": result.best_epoch,
-            "best_val_accuracy": round(best.val_accuracy, 6),
-            "best_val_loss": round(best.val_loss, 6),
-            "epochs_run": len(result.history),
-            "stopped_early": result.stopped_early,
-            "parameters": sum(p.numel() for p in model.parameters()),
+    # Curves, model and timing appear together, and only once training has succeeded.
+    with atomic_paths(live_dir, model_path, timing) as (live_folder, model_file, timing_file):
+        with Live(str(live_folder), dvcyaml=False, save_dvc_exp=False) as live:
+            result = train(
+                model, train_set, val_set, params.train, torch.from_numpy(normalization.black_pixel()), lambda e: log_epoch(live, e)
+            )
+            seconds = time.perf_counter() - started
+            best = result.history[result.best_epoch - 1]
+            live.summary.update({
+                "best_epoch": result.best_epoch,
+                "best_val_accuracy": round(best.val_accuracy, 6),
+                "best_val_loss": round(best.val_loss, 6),
+                "epochs_run": len(result.history),
+                "stopped_early": result.stopped_early,
+                "parameters": sum(p.numel() for p in model.parameters()),
+            })
+        model.load_state_dict(result.best_state)
+        save_model(model_file, model, params.model, normalization)
+        write_json(timing_file, {
+            "numerics": numerics_fingerprint(device),
+            "train_seconds": round(seconds, 2),
+            "seconds_per_epoch": round(sum(e.seconds for e in result.history) / len(result.history), 3),
         })
-    model.load_state_dict(result.best_state)
-    save_model(model_path, model, params.model, normalization)
-    write_json(timing, {
-        "hardware": hardware_identity(device),
-        "train_seconds": round(seconds, 2),
-        "seconds_per_epoch": round(sum(e.seconds for e in result.history) / len(result.history), 3),
-    })
     click.echo(
         f"train: best epoch {result.best_epoch} (val loss {best.val_loss:.4f}, accuracy {best.val_accuracy:.4f}), "
         f"{seconds:.1f} s on {device}"

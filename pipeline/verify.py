@@ -1,24 +1,33 @@
-"""`python -m pipeline verify`: rerun the whole pipeline and compare it with the committed results.
+"""`python -m pipeline verify`: rerun the whole pipeline and judge it against the committed results.
 
-Says which guarantee held: bit-identical, or (on other hardware) test
-accuracy within 0.1 point. Exits 1 when neither holds or when the committed
-dvc.lock is stale (code or params changed without rerunning the pipeline).
+First, before any minutes-long rerun, the committed dvc.lock must match the working tree's
+commands, code and params (else: stale code or stale params). Then `dvc repro --force` reruns
+every stage, and each output is `exact`, `within tolerance` or `differs`
+(pipeline/lib/lockcheck.py has the rules). Exits 1 unless the verdict passes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import click
 import yaml
 
 from pipeline.lib.cli import fail, run_reporting_errors
 from pipeline.lib.errors import PipelineError
-from pipeline.lib.lockcheck import ACCURACY_TOLERANCE, DATA_STAGES, compare, within_tolerance
+from pipeline.lib.lockcheck import Run, judge, stale_inputs
+from pipeline.lib.params import read_params_file
 
-LOCK, METRICS, TIMING = "dvc.lock", "reports/evaluate/metrics.json", "reports/timing/train.json"
+LOCK, PIPELINE = "dvc.lock", "dvc.yaml"
+METRICS, TIMING = "reports/evaluate/metrics.json", "reports/timing/train.json"
+# Other numerics move test accuracy like another seed does. Over 8 seeds of the default params
+# (README, "Reproducibility") its standard deviation was about 0.1 point; two independent runs
+# then differ by up to ~3 standard deviations of their difference, 0.4 points.
+ACCURACY_TOLERANCE = 0.004
 
 
 def committed_file(revision: str, path: str) -> str:
@@ -28,40 +37,41 @@ def committed_file(revision: str, path: str) -> str:
     return result.stdout
 
 
+def file_md5(path: str) -> str | None:
+    try:
+        return hashlib.md5(Path(path).read_bytes()).hexdigest()
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+
+
+def run_record(text_of) -> Run:
+    """The numerics and test accuracy of a run, from its timing and metrics files."""
+    return Run(json.loads(text_of(TIMING)).get("numerics", {}), json.loads(text_of(METRICS))["accuracy"])
+
+
 def verify(revision: str) -> None:
     committed_lock = yaml.safe_load(committed_file(revision, LOCK))
+    stages = yaml.safe_load(Path(PIPELINE).read_text())["stages"]
+    stale = stale_inputs(committed_lock, stages, read_params_file(), file_md5)
+    if stale is not None:
+        fail(f"{stale.message}: run dvc repro and commit dvc.lock and reports/")
+
     click.echo("verify: dvc repro --force (every stage, from the download on)", err=True)
     if subprocess.run(["dvc", "repro", "--force"], stdout=sys.stderr).returncode != 0:
         raise PipelineError("dvc repro failed: see its output above")
-    with open(LOCK) as file:
-        differences, compared = compare(committed_lock, yaml.safe_load(file))
-
-    stale = [d for d in differences if d.kind == "input"]
-    if stale:
-        listed = ", ".join(f"{d.stage}: {d.path}" for d in stale)
-        fail(f"the committed {LOCK} is stale ({listed} changed): run dvc repro and commit dvc.lock and reports/")
-    changed = {d.path for d in differences}
-    for path in compared:
-        click.echo(f"  {'differs' if path in changed else 'exact  '}  {path}")
-    if not changed:
-        click.echo(f"verify: reproduced exactly ({len(compared)} outputs bit-identical to {revision})")
-        return
-
-    data_changes = sorted(d.path for d in differences if d.stage in DATA_STAGES)
-    if data_changes:
-        fail(f"data-stage outputs differ ({', '.join(data_changes)}): these must be bit-identical on any machine")
-    committed_hardware = json.loads(committed_file(revision, TIMING))["hardware"]
-    with open(TIMING) as file:
-        hardware = json.load(file)["hardware"]
-    if hardware == committed_hardware:
-        fail(f"model outputs differ on the same hardware ({', '.join(sorted(changed))}): training is not deterministic")
-    old = json.loads(committed_file(revision, METRICS))["accuracy"]
-    with open(METRICS) as file:
-        new = json.load(file)["accuracy"]
-    verdict = f"test accuracy {new:.4f} vs committed {old:.4f} (tolerance {ACCURACY_TOLERANCE * 100:.1f} point)"
-    if not within_tolerance(old, new):
-        fail(f"{verdict} on other hardware ({hardware} vs {committed_hardware}): out of tolerance")
-    click.echo(f"verify: data bit-identical; model differs on other hardware, {verdict}: within tolerance")
+    report = judge(
+        committed_lock,
+        yaml.safe_load(Path(LOCK).read_text()),
+        stages,
+        committed=run_record(lambda path: committed_file(revision, path)),
+        reproduced=run_record(lambda path: Path(path).read_text()),
+        tolerance=ACCURACY_TOLERANCE,
+    )
+    for path, label in report.outputs.items():
+        click.echo(f"  {label:<16}  {path}")
+    if not report.verdict.passed:
+        fail(report.message)
+    click.echo(f"verify: {report.message}")
 
 
 @click.command()

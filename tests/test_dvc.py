@@ -14,8 +14,13 @@ STAGES = ["download", "preprocess", "split", "train", "evaluate", "analyze"]
 DVC_YAML = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
 
 
+def module_path(module: str) -> str:
+    path = module.replace(".", "/")
+    return f"{path}/__init__.py" if (PROJECT_ROOT / path).is_dir() else f"{path}.py"
+
+
 def pipeline_imports(module: str) -> set[str]:
-    tree = ast.parse((PROJECT_ROOT / (module.replace(".", "/") + ".py")).read_text())
+    tree = ast.parse((PROJECT_ROOT / module_path(module)).read_text())
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pipeline."):
@@ -24,13 +29,14 @@ def pipeline_imports(module: str) -> set[str]:
 
 
 def code_closure(module: str) -> set[str]:
-    """Every pipeline module `module` imports, directly or not, as file paths."""
-    seen, todo = {module}, [module]
+    """Every pipeline module `module` imports, directly or not, as file paths; with the package's
+    __init__, which every import of it runs first (it pins the numerics)."""
+    seen, todo = {module, "pipeline"}, [module, "pipeline"]
     while todo:
         for imported in pipeline_imports(todo.pop()) - seen:
             seen.add(imported)
             todo.append(imported)
-    return {name.replace(".", "/") + ".py" for name in seen}
+    return {module_path(name) for name in seen}
 
 
 @pytest.mark.parametrize("stage", STAGES)

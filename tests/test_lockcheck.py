@@ -1,53 +1,118 @@
-"""The comparison behind `python -m pipeline verify`."""
+"""The verdict behind `python -m pipeline verify`, one test per verdict, on small dvc.yaml/dvc.lock documents."""
+
+from __future__ import annotations
 
 import copy
 
-from pipeline.lib.lockcheck import compare, within_tolerance
+import pytest
 
+from pipeline.lib.lockcheck import Run, Verdict, judge, stale_inputs
+
+STAGES = {
+    "download": {"cmd": "python -m pipeline.download", "deps": ["pipeline/download.py"], "outs": ["data/raw"]},
+    "train": {
+        "cmd": "python -m pipeline.train",
+        "deps": ["pipeline/train.py", "data/raw"],
+        "params": ["train"],
+        "outs": [{"data/model.pt": {"persist": True}}],
+        "metrics": [{"reports/timing/train.json": {"cache": False}}],
+    },
+    "evaluate": {
+        "cmd": "python -m pipeline.evaluate",
+        "deps": ["pipeline/evaluate.py", "data/model.pt"],
+        "metrics": [{"reports/metrics.json": {"cache": False}}],
+    },
+}
 LOCK = {
     "schema": "2.0",
     "stages": {
-        "split": {
-            "deps": [{"path": "pipeline/split.py", "md5": "a1"}, {"path": "data/preprocessed", "md5": "b1.dir"}],
-            "params": {"params.yaml": {"split": {"seed": 42}}},
-            "outs": [{"path": "data/split", "md5": "c1.dir"}],
+        "download": {
+            "cmd": "python -m pipeline.download",
+            "deps": [{"path": "pipeline/download.py", "md5": "code-download"}],
+            "outs": [{"path": "data/raw", "md5": "raw.dir"}],
         },
         "train": {
-            "deps": [{"path": "data/split", "md5": "c1.dir"}],
-            "outs": [{"path": "data/model/model.pt", "md5": "d1"}, {"path": "reports/timing/train.json", "md5": "e1"}],
+            "cmd": "python -m pipeline.train",
+            "deps": [{"path": "pipeline/train.py", "md5": "code-train"}, {"path": "data/raw", "md5": "raw.dir"}],
+            "params": {"params.yaml": {"train": {"lr": 0.001}}},
+            "outs": [{"path": "data/model.pt", "md5": "model"}, {"path": "reports/timing/train.json", "md5": "t1"}],
+        },
+        "evaluate": {
+            "cmd": "python -m pipeline.evaluate",
+            "deps": [{"path": "pipeline/evaluate.py", "md5": "code-evaluate"}, {"path": "data/model.pt", "md5": "model"}],
+            "outs": [{"path": "reports/metrics.json", "md5": "metrics"}],
         },
     },
 }
+TREE = {"pipeline/download.py": "code-download", "pipeline/train.py": "code-train", "pipeline/evaluate.py": "code-evaluate"}
+PARAMS = {"train": {"lr": 0.001}, "evaluate": {"batch_size": 2000}}
+PINNED = {"device": "cpu", "cpu_capability": "AVX2", "blas": "MKL CNR AVX2 strict", "threads": 2}
+TOLERANCE = 0.004
 
 
-def changed(stage: str, kind: str, index: int, value: str) -> dict:
+def stale(tree=TREE, params=PARAMS, stages=STAGES):
+    return stale_inputs(LOCK, stages, params, tree.get)
+
+
+def rerun(**changed_outputs: str) -> dict:
+    """A reproduced dvc.lock whose outputs (by file name: raw, model, metrics, train) got new hashes."""
     lock = copy.deepcopy(LOCK)
-    lock["stages"][stage][kind][index]["md5"] = value
+    for stage in lock["stages"].values():
+        for out in stage["outs"]:
+            name = out["path"].rsplit("/", 1)[-1].split(".")[0]
+            out["md5"] = changed_outputs.get(name, out["md5"])
     return lock
 
 
-def test_identical_locks_have_no_differences_and_skip_timings():
-    differences, compared = compare(LOCK, copy.deepcopy(LOCK))
-    assert differences == [] and compared == ["data/model/model.pt", "data/split"]
+def verdict(lock: dict, numerics: dict = PINNED, accuracy: float = 0.9825):
+    return judge(LOCK, lock, STAGES, Run(PINNED, 0.9825), Run(numerics, accuracy), TOLERANCE)
 
 
-def test_changed_code_is_a_stale_input():
-    differences, _ = compare(LOCK, changed("split", "deps", 0, "zz"))
-    assert [(d.stage, d.path, d.kind) for d in differences] == [("split", "pipeline/split.py", "input")]
+def test_matching_tree_is_not_stale():
+    assert stale() is None
 
 
-def test_changed_params_are_a_stale_input():
-    lock = copy.deepcopy(LOCK)
-    lock["stages"]["split"]["params"]["params.yaml"]["split"]["seed"] = 1
-    assert [(d.path, d.kind) for d in compare(LOCK, lock)[0]] == [("params.yaml", "input")]
+def test_changed_code_is_stale_code_but_a_changed_upstream_output_is_not():
+    report = stale(tree=TREE | {"pipeline/train.py": "edited"})
+    assert report.verdict is Verdict.STALE_CODE and report.detail == "train: pipeline/train.py"
+    # evaluate's dep data/model.pt is train's output: no hash of the working tree is asked for it
+    assert stale(tree=TREE | {"data/model.pt": "retrained", "data/raw": "elsewhere"}) is None
 
 
-def test_changed_outputs_are_reported_per_path():
-    differences, _ = compare(LOCK, changed("train", "outs", 0, "zz"))
-    assert [(d.stage, d.path, d.kind) for d in differences] == [("train", "data/model/model.pt", "output")]
-    assert compare(LOCK, changed("train", "outs", 1, "zz"))[0] == []  # timings never count
+def test_changed_command_or_new_stage_is_stale_code():
+    stages = copy.deepcopy(STAGES)
+    stages["train"]["cmd"] += " --fast"
+    stages["export"] = {"cmd": "python -m pipeline.export", "deps": ["data/model.pt"]}
+    assert stale(stages=stages).detail == "train: cmd, export: not in the committed dvc.lock"
 
 
-def test_tolerance_is_a_tenth_of_a_point():
-    assert within_tolerance(0.9826, 0.9836) and within_tolerance(0.9826, 0.9816)
-    assert not within_tolerance(0.9826, 0.9838)
+def test_changed_params_are_stale_params():
+    report = stale(params={"train": {"lr": 0.01}})
+    assert report.verdict is Verdict.STALE_PARAMS and report.detail == "train: train"
+    assert not report.verdict.passed
+
+
+def test_identical_rerun_is_exact_and_ignores_timings():
+    report = verdict(rerun(train="other seconds"), numerics=PINNED | {"threads": 16})
+    assert report.verdict is Verdict.EXACT and report.verdict.passed
+    assert report.outputs == {"data/model.pt": "exact", "data/raw": "exact", "reports/metrics.json": "exact"}
+
+
+def test_other_downloaded_bytes_are_changed_data():
+    report = verdict(rerun(raw="other.dir", model="m2"))
+    assert report.verdict is Verdict.CHANGED_DATA and report.detail == "data/raw"
+
+
+def test_same_numerics_different_bytes_is_nondeterminism():
+    report = verdict(rerun(model="m2", metrics="x2"))
+    assert report.verdict is Verdict.NONDETERMINISTIC and not report.verdict.passed
+    assert report.outputs["data/model.pt"] == "differs" and report.outputs["data/raw"] == "exact"
+
+
+@pytest.mark.parametrize(("accuracy", "expected"), [(0.9800, Verdict.WITHIN_TOLERANCE), (0.9784, Verdict.OUT_OF_TOLERANCE)])
+def test_other_numerics_are_judged_by_test_accuracy(accuracy, expected):
+    report = verdict(rerun(model="m2", metrics="x2"), numerics=PINNED | {"cpu_capability": "AVX512"}, accuracy=accuracy)
+    assert report.verdict is expected and report.verdict.passed == (expected is Verdict.WITHIN_TOLERANCE)
+    assert "cpu_capability AVX2 -> AVX512" in report.detail
+    label = "within tolerance" if expected is Verdict.WITHIN_TOLERANCE else "differs"
+    assert report.outputs == {"data/model.pt": label, "data/raw": "exact", "reports/metrics.json": label}

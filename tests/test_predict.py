@@ -18,7 +18,8 @@ from pipeline.lib.mnist import load_official, write_idx_gz
 from pipeline.lib.model import build_mlp, load_model, probabilities, save_model
 from pipeline.lib.normalization import Normalization
 from pipeline.lib.params import Params
-from pipeline.lib.training import Dataset, make_deterministic, train
+from pipeline.lib.device import make_deterministic
+from pipeline.lib.training import Dataset, train
 
 SAMPLE = 200
 

@@ -22,7 +22,7 @@ MIDWAY = {
     "preprocess": "data/.preprocessed.tmp",
     "split": "data/.split.tmp",
     "train": "reports/.train.tmp",
-    "evaluate": "reports/evaluate/confusion.csv",  # written first; metrics and figures still to come
+    "evaluate": "reports/evaluate/.confusion.csv.tmp",  # its outputs are being written, none renamed yet
     "analyze": "reports/.analyze.tmp",
 }
 

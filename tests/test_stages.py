@@ -63,7 +63,7 @@ def test_all_stages_chain_on_synthetic_data(tmp_path, raw_dir, params_file, run_
     val_curve = (paths["live"] / "plots/metrics/val/accuracy.tsv").read_text().splitlines()
     assert val_curve[0] == "step\taccuracy" and len(val_curve) == 4
     timing = json.loads(paths["timing"].read_text())
-    assert timing["hardware"]["device"] == "cpu" and timing["train_seconds"] > 0
+    assert timing["numerics"]["device"] == "cpu" and timing["numerics"]["numerics"] == "pinned" and timing["train_seconds"] > 0
 
     metrics = json.loads(paths["metrics"].read_text())
     assert metrics["accuracy"] > 0.9  # the synthetic task is easy

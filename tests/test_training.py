@@ -9,7 +9,8 @@ from conftest import small_params, synthetic_digits
 from pipeline.lib.augment import Augmenter
 from pipeline.lib.model import build_mlp
 from pipeline.lib.params import Augment, Params
-from pipeline.lib.training import Dataset, TrainingDiverged, evaluate, make_deterministic, train
+from pipeline.lib.device import make_deterministic
+from pipeline.lib.training import Dataset, TrainingDiverged, evaluate, train
 
 NO_AUGMENT = {"rotation_degrees": 0.0, "shift_pixels": 0.0, "scale": 0.0, "elastic_alpha": 0.0}
 

@@ -1,7 +1,8 @@
 """Write outputs under a temporary name and rename them into place.
 
 A stage killed midway leaves only hidden temporary files behind, never a
-half-written output that DVC could cache or a later stage could read.
+half-written output that DVC could cache or a later stage could read; with
+`persist: true` in dvc.yaml, the last good outputs stay in place until then.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,13 @@ def atomic_path(final: Path) -> Iterator[Path]:
         raise PipelineError(f"cannot write {final}: permission denied; make {final.parent} writable") from None
     finally:
         _remove(temporary)
+
+
+@contextmanager
+def atomic_paths(*finals: Path) -> Iterator[tuple[Path, ...]]:
+    """atomic_path for several outputs: all are renamed into place together, once the block succeeds."""
+    with ExitStack() as stack:
+        yield tuple(stack.enter_context(atomic_path(final)) for final in finals)
 
 
 def write_bytes(path: Path, data: bytes) -> None:

@@ -16,6 +16,7 @@ import click
 
 from pipeline.lib.errors import PipelineError
 from pipeline.lib.params import DEFAULT_PARAMS, Params, load_params
+from pipeline.lib.pinning import numerics_mode
 
 PATH = click.Path(path_type=Path)
 
@@ -26,7 +27,9 @@ def fail(message: str) -> None:
 
 
 def run_reporting_errors(action: Callable[[], None], debug: bool) -> None:
+    """Run `action` after checking MNIST_NUMERICS; a problem the user can fix becomes one line."""
     try:
+        numerics_mode()
         action()
     except PipelineError as error:
         if debug:

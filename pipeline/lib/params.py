@@ -126,6 +126,15 @@ _Loader.add_implicit_resolver(
 
 def load_params(path: Path = DEFAULT_PARAMS) -> Params:
     """Read and validate the whole params file; raise ParamsError on any problem."""
+    raw = read_params_file(path)
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        raise ParamsError(f"{path}: {describe(error.errors()[0])}") from None
+
+
+def read_params_file(path: Path = DEFAULT_PARAMS) -> dict:
+    """The params file as plain YAML values, not yet validated."""
     try:
         raw = yaml.load(Path(path).read_text(), Loader=_Loader)  # noqa: S506 (a SafeLoader)
     except FileNotFoundError:
@@ -136,10 +145,7 @@ def load_params(path: Path = DEFAULT_PARAMS) -> Params:
         raise ParamsError(f"{path} is not valid YAML{where}: fix the syntax there") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path} must be a mapping of sections, like the committed params.yaml")
-    try:
-        return Params.model_validate(raw)
-    except ValidationError as error:
-        raise ParamsError(f"{path}: {describe(error.errors()[0])}") from None
+    return raw
 
 
 def describe(error: dict) -> str:

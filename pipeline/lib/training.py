@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,7 +43,9 @@ class Dataset:
     def load(cls, folder: Path, name: str, device: torch.device) -> Dataset:
         """The `name` pair of arrays that the split stage wrote, as tensors on `device`."""
         images, labels = read_pair(folder, name)
-        return cls(torch.from_numpy(images).to(device), torch.from_numpy(labels).long().to(device))
+        # torch.tensor copies into torch's own 64-byte-aligned memory: NumPy's buffers are only
+        # 16-byte aligned, and a BLAS may take another code path for another alignment.
+        return cls(torch.tensor(images, device=device), torch.tensor(labels, dtype=torch.long, device=device))
 
 
 @dataclass(frozen=True)
@@ -65,39 +65,6 @@ class TrainResult:
     best_state: dict[str, torch.Tensor]
     history: list[EpochResult] = field(default_factory=list)
     stopped_early: bool = False
-
-
-def resolve_device(name: str, setting: str = "train.device") -> torch.device:
-    """auto, cpu or cuda as a device; `setting` names where the choice came from, for the error."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise PipelineError(f"{setting} is cuda but no CUDA GPU is visible: set {setting} to auto or cpu")
-    return torch.device("cuda" if name in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
-
-
-def hardware_identity(device: torch.device) -> dict[str, str | int]:
-    """What results are bit-identical across: same processor, threads and torch build."""
-    if device.type == "cuda":
-        processor = torch.cuda.get_device_name(device)
-    else:
-        models = [line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")]
-        processor = models[0] if models else platform.processor() or platform.machine()
-    return {"device": device.type, "processor": processor, "threads": torch.get_num_threads(), "torch": torch.__version__}
-
-
-def _cpuinfo() -> list[str]:
-    try:
-        with open("/proc/cpuinfo") as file:
-            return file.read().splitlines()
-    except OSError:
-        return []
-
-
-def make_deterministic(seed: int) -> None:
-    """Same seed, same machine, same bytes: seeded RNGs and deterministic kernels (on CUDA too)."""
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.benchmark = False
 
 
 def make_optimizer(model: nn.Module, params: Train) -> torch.optim.Optimizer:

@@ -1,0 +1,44 @@
+"""Pin the CPU's numeric code paths before torch loads, so the same params give the same bytes
+on any x86-64 machine, Intel or AMD, whatever its core count.
+
+Importing `pipeline` calls `pin_numerics()`, before any module imports torch. What each variable
+fixes, as measured for the README's "Reproducibility":
+- MKL_CBWR=AVX2,STRICT: MKL's GEMM in its conditional-numerical-reproducibility mode (fixed cache
+  sizes, deterministic reductions, static scheduling). Without it, MKL chose its blocking by the
+  machine: two AMD EPYC machines gave different models from the same params, and so did 1 and 2
+  threads on one machine. On non-Intel processors MKL takes the branch as AUTO.
+- ATEN_CPU_CAPABILITY=avx2: ATen's vectorized kernels at AVX2 width, which Intel Xeons (AVX-512
+  by default) and AMD EPYCs share.
+- ONEDNN_MAX_CPU_ISA=AVX2: the same for oneDNN (the convolutions of the elastic distortion).
+
+MNIST_NUMERICS=native leaves all three to the machine (and to your own environment): possibly
+faster on AVX-512 machines, but then results depend on the processor.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import MutableMapping
+
+from pipeline.lib.errors import PipelineError
+
+VARIABLE = "MNIST_NUMERICS"
+MODES = ("pinned", "native")
+PINNED = {
+    "MKL_CBWR": "AVX2,STRICT",
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+}
+
+
+def numerics_mode(environ: MutableMapping[str, str] = os.environ) -> str:
+    mode = environ.get(VARIABLE, "pinned")
+    if mode not in MODES:
+        raise PipelineError(f"{VARIABLE} is {mode!r}: set it to pinned (the default) or native, or unset it")
+    return mode
+
+
+def pin_numerics(environ: MutableMapping[str, str] = os.environ) -> None:
+    """Set PINNED in `environ` unless MNIST_NUMERICS says native; a bad value is reported by the commands."""
+    if environ.get(VARIABLE, "pinned") == "pinned":
+        environ.update(PINNED)
