@@ -25,7 +25,8 @@ from pipeline.lib.device import make_deterministic, numerics_fingerprint, resolv
 from pipeline.lib.errors import PipelineError
 from pipeline.lib.fetch import MIRROR_VARIABLE
 from pipeline.lib.normalization import Normalization
-from pipeline.lib.params import load_params
+from pipeline.lib.params import Params, load_params
+from pipeline.lib.pinning import MODES, VARIABLE
 from pipeline.lib.training import Dataset
 
 # Run in a child process: ru_maxrss of its children is the peak RSS of dvc and the stage it runs.
@@ -36,14 +37,48 @@ MEASURE_STAGE = (
 )
 
 
-def speed_table(repeats: int, device: torch.device) -> list[Timing]:
-    params = load_params()
+def without_augmentation(params: Params) -> Params:
     no_augment = params.train.augment.model_copy(update={"rotation_degrees": 0.0, "shift_pixels": 0.0, "scale": 0.0, "elastic_alpha": 0.0})
-    plain = params.model_copy(update={"train": params.train.model_copy(update={"augment": no_augment})})
+    return params.model_copy(update={"train": params.train.model_copy(update={"augment": no_augment})})
+
+
+def load_training_sets(device: torch.device) -> tuple[Dataset, Dataset, torch.Tensor]:
+    """The split stage's train and val sets on `device`, and the standardized black pixel."""
     normalization = Normalization.from_json(json.loads(Path("reports/preprocess/normalization.json").read_text()))
-    background = torch.from_numpy(normalization.black_pixel())
     make_deterministic(0)  # before any CUDA work: it sets cuBLAS's workspace for deterministic kernels
     train_set, val_set = Dataset.load(Path("data/split"), "train", device), Dataset.load(Path("data/split"), "val", device)
+    return train_set, val_set, torch.from_numpy(normalization.black_pixel())
+
+
+def plain_loop_seconds(epochs: int) -> float:
+    """The fastest of `epochs` project-loop epochs without augmentation, on the CPU, in this process's numerics."""
+    train_set, val_set, background = load_training_sets(torch.device("cpu"))
+    plain = without_augmentation(load_params())
+    return min(project_epoch(train_set, val_set, plain, background) for _ in range(epochs))
+
+
+def numerics_cost(repeats: int) -> None:
+    """Pinned against native numerics: each is a process of its own (MKL and ATen read their settings
+    once), run in alternation so that a slow spell on a shared machine slows both."""
+    child = "import sys; from pipeline.bench import plain_loop_seconds; print(plain_loop_seconds(int(sys.argv[1])))"
+    fastest = {mode: float("inf") for mode in MODES}
+    for _ in range(repeats):
+        for mode in MODES:
+            measured = subprocess.run(
+                [sys.executable, "-c", child, "3"], env=os.environ | {VARIABLE: mode}, capture_output=True, text=True, check=True
+            )
+            fastest[mode] = min(fastest[mode], float(measured.stdout))
+    pinned, native = fastest["pinned"], fastest["native"]
+    click.echo(
+        f"\nnumerics (project loop, batch {load_params().train.batch_size}, no augmentation, best of {repeats} x 3 epochs): "
+        f"pinned {pinned:.3f} s/epoch, native {native:.3f} s/epoch, pinned/native {pinned / native:.2f}x"
+    )
+
+
+def speed_table(repeats: int, device: torch.device) -> list[Timing]:
+    params = load_params()
+    plain = without_augmentation(params)
+    train_set, val_set, background = load_training_sets(device)
 
     def with_batch(source, batch_size: int):
         return source.model_copy(update={"train": source.train.model_copy(update={"batch_size": batch_size})})
@@ -120,6 +155,8 @@ def main(repeats: int, device: str, skip_dvc: bool, debug: bool) -> None:
     def action() -> None:
         where = resolve_device(device, setting="--device")
         print_speed(speed_table(repeats, where), where)
+        if where.type == "cpu":
+            numerics_cost(repeats)
         if not skip_dvc:
             dvc_table()
 

@@ -24,10 +24,10 @@ from pipeline.lib.params import read_params_file
 
 LOCK, PIPELINE = "dvc.lock", "dvc.yaml"
 METRICS, TIMING = "reports/evaluate/metrics.json", "reports/timing/train.json"
-# Other numerics move test accuracy like another seed does. Over 8 seeds of the default params
-# (README, "Reproducibility") its standard deviation was about 0.1 point; two independent runs
-# then differ by up to ~3 standard deviations of their difference, 0.4 points.
-ACCURACY_TOLERANCE = 0.004
+# Other numerics move test accuracy as another seed does. Over 9 seeds of the default params
+# (README, "Reproducibility") its standard deviation was 0.13 points, so two independent runs
+# differ with a standard deviation of 0.18 points; the tolerance is about 3 of those.
+ACCURACY_TOLERANCE = 0.005
 
 
 def committed_file(revision: str, path: str) -> str:

@@ -1,9 +1,11 @@
-"""Same params, same bytes; a stage killed midway leaves nothing half-written, and a rerun completes identically."""
+"""Same params, same bytes; a failed, interrupted or killed stage keeps the last good results;
+verify's verdicts end to end."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -99,12 +101,74 @@ def test_killed_stages_rerun_to_the_same_results(project, slow_mirror):
     assert_cache_holds_only_whole_files(project)
 
 
-def verify(project: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline", "verify"], cwd=project, capture_output=True, text=True)
+def workspace_state(project: Path) -> dict[str, str]:
+    """MD5 of dvc.lock and of every file under data/ and reports/, temporary files included."""
+    files = [path for folder in ("data", "reports") for path in (project / folder).rglob("*") if path.is_file()]
+    return {str(path.relative_to(project)): hashlib.md5(path.read_bytes()).hexdigest() for path in [*files, project / "dvc.lock"]}
+
+
+def dvc_fails(project: Path, *args: str, env: dict | None = None) -> str:
+    result = subprocess.run(["dvc", *args], cwd=project, capture_output=True, text=True, env=env)
+    assert result.returncode != 0, result.stdout
+    return result.stdout + result.stderr
+
+
+# Requests to the public mirrors go to a closed loopback port: the test never needs, or uses, the internet.
+NO_INTERNET = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
 
 
 @pytest.mark.slow
-def test_verify_passes_on_a_rerun_and_fails_on_uncommitted_code_changes(project):
+def test_bad_params_a_failed_download_and_ctrl_c_keep_the_last_good_results(project, tmp_path):
+    dvc(project, "repro")
+    good = workspace_state(project)
+
+    params = project / "params.yaml"
+    params.write_text(params.read_text().replace("lr: 0.001", "lr: -0.001"))
+    assert "train.optimizer.lr: Input should be greater than 0" in dvc_fails(project, "repro")
+    assert workspace_state(project) == good
+    git(project, "checkout", "params.yaml")
+
+    (tmp_path / "empty").mkdir()
+    offline = os.environ | NO_INTERNET | {"MNIST_MIRROR": str(tmp_path / "empty")}
+    assert "no mirror provided a valid" in dvc_fails(project, "repro", "--force", "--single-item", "download", env=offline)
+    assert workspace_state(project) == good
+
+    process = subprocess.Popen(
+        ["dvc", "repro", "--force", "--single-item", "train"], cwd=project,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    while not (project / MIDWAY["train"]).exists():
+        assert process.poll() is None, "train finished before it could be interrupted"
+        time.sleep(0.005)
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's process group
+    assert process.wait() != 0
+    assert workspace_state(project) == good
+
+
+@pytest.mark.slow
+def test_bench_measures_stages_in_a_copy_without_the_network(project, monkeypatch, capsys):
+    from pipeline import bench
+
+    dvc(project, "repro")
+    good = workspace_state(project)
+    monkeypatch.chdir(project)
+    monkeypatch.delenv("MNIST_MIRROR")
+    for name, value in NO_INTERNET.items():
+        monkeypatch.setenv(name, value)
+    bench.dvc_table()
+    table = capsys.readouterr().out
+    assert all(f"  {stage} " in table for stage in STAGES) and "no-op repro" in table
+    assert workspace_state(project) == good
+
+
+def verify(project: Path, **environment: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", "verify"], cwd=project, capture_output=True, text=True, env=os.environ | environment
+    )
+
+
+@pytest.mark.slow
+def test_verify_passes_on_a_rerun_and_finds_stale_code_before_rerunning(project):
     dvc(project, "repro")
     git(project, "add", "-A")
     git(project, "commit", "-qm", "results")
@@ -116,7 +180,21 @@ def test_verify_passes_on_a_rerun_and_fails_on_uncommitted_code_changes(project)
         file.write("\n# a change to the code, committed without rerunning the pipeline\n")
     git(project, "commit", "-qam", "code only")
     failed = verify(project)
-    assert failed.returncode == 1
-    message = failed.stderr.splitlines()[-1]
-    assert message.startswith("error: the committed dvc.lock is stale")
-    assert "analyze: pipeline/lib/metrics.py" in message and "evaluate: pipeline/lib/metrics.py" in message
+    assert failed.returncode == 1 and "dvc repro --force" not in failed.stderr  # judged before any rerun
+    assert failed.stderr.splitlines() == [
+        "error: stale code: the committed results come from other code (evaluate: pipeline/lib/metrics.py, "
+        "analyze: pipeline/lib/metrics.py): run dvc repro and commit dvc.lock and reports/"
+    ]
+
+
+@pytest.mark.slow
+def test_verify_judges_a_rerun_on_other_numerics_by_the_tolerance(project):
+    dvc(project, "repro")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "results")
+    other = verify(project, MNIST_NUMERICS="native", ATEN_CPU_CAPABILITY="default")
+    verdict = (other.stdout if other.returncode == 0 else other.stderr).strip().splitlines()[-1]
+    assert "other numerics, test accuracy" in verdict and "cpu_capability AVX2 -> DEFAULT" in verdict
+    assert "numerics pinned -> native" in verdict
+    assert other.returncode == (0 if "within tolerance" in verdict else 1)
+    assert re.search(r"^ +exact +data/raw$", other.stdout, re.MULTILINE)  # the data stages do not use torch

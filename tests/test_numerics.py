@@ -1,0 +1,98 @@
+"""Pinned numerics: set before torch loads, recorded in the fingerprint, and the same bytes for any thread count.
+
+What the flaky same-params test taught (README, "Reproducibility"): outside MKL's reproducibility
+mode, GEMMs split their work by the thread count and the machine's caches, so the same params gave
+other weights with 1 and 2 threads. This test trains the same small network with both.
+
+Run as a script, this file trains that network and prints a digest of its weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from click.testing import CliRunner
+
+from conftest import small_params, write_params
+from pipeline import split
+from pipeline.lib.device import make_deterministic, numerics_fingerprint
+from pipeline.lib.model import build_mlp, probabilities
+from pipeline.lib.params import Params
+from pipeline.lib.pinning import PINNED, pin_numerics
+from pipeline.lib.training import Dataset, train
+
+
+def synthetic(count: int, seed: int) -> Dataset:
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 10, (count,), generator=generator)
+    rows = torch.randn(count, 784, generator=generator) * 0.3
+    rows[torch.arange(count), labels * 70] += 3.0  # one bright pixel per class
+    return Dataset(rows, labels)
+
+
+def weights_digest() -> str:
+    """784-250-100-10 at batch 64 for one epoch of 2,000 images: in MKL's default mode, enough
+    work for its GEMMs to split across two threads."""
+    params = Params.model_validate(small_params(model={"hidden_sizes": [250, 100]}, train={"epochs": 1, "batch_size": 64}))
+    make_deterministic(0)
+    model = build_mlp(params.model)
+    train(model, synthetic(2000, 0), synthetic(500, 1), params.train, torch.full((784,), -0.2), lambda _: None)
+    return hashlib.sha256(b"".join(t.numpy().tobytes() for t in model.state_dict().values())).hexdigest()
+
+
+def digest_with_threads(threads: int) -> str:
+    environment = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    result = subprocess.run(
+        [sys.executable, __file__], cwd=Path(__file__).parent, env=environment, capture_output=True, text=True, check=True
+    )
+    return result.stdout.strip()
+
+
+def test_thread_count_does_not_change_the_weights():
+    assert digest_with_threads(1) == digest_with_threads(2)
+
+
+def test_pinning_sets_every_variable_unless_native():
+    pinned = {"ATEN_CPU_CAPABILITY": "avx512"}
+    pin_numerics(pinned)
+    assert pinned == PINNED  # pinned wins over the machine's own settings
+    native = {"MNIST_NUMERICS": "native", "ATEN_CPU_CAPABILITY": "avx512"}
+    pin_numerics(native)
+    assert native == {"MNIST_NUMERICS": "native", "ATEN_CPU_CAPABILITY": "avx512"}
+
+
+def test_this_process_runs_the_pinned_numerics():
+    fingerprint = numerics_fingerprint(torch.device("cpu"))
+    assert fingerprint["numerics"] == "pinned" and fingerprint["cpu_capability"] == "AVX2"
+    assert fingerprint["blas"].startswith("MKL CNR") and fingerprint["blas"].endswith("strict")
+    assert fingerprint["threads"] == torch.get_num_threads() and fingerprint["torch"] == torch.__version__
+
+
+def test_results_do_not_depend_on_where_the_input_sits_in_memory():
+    network = build_mlp(Params.model_validate(small_params(model={"hidden_sizes": [250, 100]})).model)
+    rows = np.random.default_rng(0).standard_normal((300, 784)).astype(np.float32)
+    expected = probabilities(network, rows, 128)
+    for offset in range(1, 16):  # 4 to 60 bytes past NumPy's own alignment
+        buffer = np.empty(rows.size + offset, np.float32)
+        shifted = buffer[offset:].reshape(rows.shape)
+        shifted[:] = rows
+        assert np.array_equal(probabilities(network, shifted, 128), expected)
+
+
+def test_an_unknown_numerics_mode_is_one_line_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setenv("MNIST_NUMERICS", "fast")
+    params_file = write_params(tmp_path / "params.yaml", small_params())
+    result = CliRunner().invoke(split.main, ["--params", str(params_file), "--data", str(tmp_path), "--out", str(tmp_path / "o"),
+                                             "--counts", str(tmp_path / "c.json")])
+    assert result.exit_code == 1
+    assert result.output == "error: MNIST_NUMERICS is 'fast': set it to pinned (the default) or native, or unset it\n"
+
+
+if __name__ == "__main__":
+    print(weights_digest())
