@@ -26,7 +26,7 @@ from pipeline.lib.errors import PipelineError
 from pipeline.lib.fetch import MIRROR_VARIABLE
 from pipeline.lib.normalization import Normalization
 from pipeline.lib.params import Params, load_params
-from pipeline.lib.pinning import MODES, VARIABLE
+from pipeline.lib.pinning import MODES, PINNED, VARIABLE
 from pipeline.lib.training import Dataset
 
 # Run in a child process: ru_maxrss of its children is the peak RSS of dvc and the stage it runs.
@@ -61,11 +61,13 @@ def numerics_cost(repeats: int) -> None:
     """Pinned against native numerics: each is a process of its own (MKL and ATen read their settings
     once), run in alternation so that a slow spell on a shared machine slows both."""
     child = "import sys; from pipeline.bench import plain_loop_seconds; print(plain_loop_seconds(int(sys.argv[1])))"
+    # This process's environment holds the pinned values: the native child runs without them.
+    machine_defaults = {name: value for name, value in os.environ.items() if name not in PINNED}
     fastest = {mode: float("inf") for mode in MODES}
     for _ in range(repeats):
         for mode in MODES:
             measured = subprocess.run(
-                [sys.executable, "-c", child, "3"], env=os.environ | {VARIABLE: mode}, capture_output=True, text=True, check=True
+                [sys.executable, "-c", child, "3"], env=machine_defaults | {VARIABLE: mode}, capture_output=True, text=True, check=True
             )
             fastest[mode] = min(fastest[mode], float(measured.stdout))
     pinned, native = fastest["pinned"], fastest["native"]
