@@ -66,6 +66,7 @@ def verify(revision: str) -> None:
         committed=run_record(lambda path: committed_file(revision, path)),
         reproduced=run_record(lambda path: Path(path).read_text()),
         tolerance=ACCURACY_TOLERANCE,
+        measurements=frozenset({TIMING}),
     )
     for path, label in report.outputs.items():
         click.echo(f"  {label:<16}  {path}")

@@ -16,10 +16,6 @@ import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-# Seconds and the numerics they ran on are measurements, not results: never compared.
-UNCOMPARED = {"reports/timing/train.json"}
-
-
 class Verdict(enum.Enum):
     EXACT = ("reproduced exactly", True)
     WITHIN_TOLERANCE = ("other numerics, test accuracy within tolerance", True)
@@ -102,8 +98,10 @@ def judge(
     committed: Run,
     reproduced: Run,
     tolerance: float,
+    measurements: frozenset[str] = frozenset(),
 ) -> Report:
-    """The verdict on a rerun of every stage, given both dvc.lock files and both runs' records."""
+    """The verdict on a rerun of every stage, given both dvc.lock files and both runs' records.
+    `measurements` are outputs that hold seconds and numerics, not results: never compared."""
     produced = produced_paths(stages)
     old_stages, new_stages = committed_lock.get("stages", {}), reproduced_lock.get("stages", {})
     old, new, sources = {}, {}, set()
@@ -113,7 +111,7 @@ def judge(
         new |= _hashes(new_stages.get(name, {}).get("outs", []))
         if not any(dep in produced for dep in stage.get("deps", [])):  # reads no other stage's output
             sources |= outs.keys()
-    compared = sorted((old.keys() | new.keys()) - UNCOMPARED)
+    compared = sorted((old.keys() | new.keys()) - measurements)
     differing = [path for path in compared if old.get(path) != new.get(path)]
 
     def outputs(label: str) -> dict[str, str]:
