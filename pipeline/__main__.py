@@ -1,8 +1,10 @@
-"""`python -m pipeline COMMAND`: the user-facing commands beside the DVC stages."""
+"""`python -m pipeline COMMAND`: the user commands beside the DVC stages."""
 
 import click
 
-from pipeline import bench, predict, verify
+from pipeline.commands.bench.command import main as bench
+from pipeline.commands.predict.command import main as predict
+from pipeline.commands.verify.command import main as verify
 
 
 @click.group()
@@ -10,9 +12,9 @@ def cli() -> None:
     """Train and study MLPs on MNIST. The stages run through `dvc repro`; these commands use their results."""
 
 
-cli.add_command(bench.main, "bench")
-cli.add_command(predict.main, "predict")
-cli.add_command(verify.main, "verify")
+cli.add_command(bench, "bench")
+cli.add_command(predict, "predict")
+cli.add_command(verify, "verify")
 
 if __name__ == "__main__":
     cli()

@@ -18,11 +18,22 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from pipeline.lib.mnist import SPLIT_FILES, write_idx_gz
+from idx_writer import write_idx_gz
+from pipeline.lib.fetch import MIRROR_VARIABLE, mirrors_from_environment
+from pipeline.lib.mnist import OFFICIAL_FILES, SPLIT_FILES
 from pipeline.lib.params import Params
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SHARED_MNIST = PROJECT_ROOT.parent / "shared" / "mnist"
+
+
+def local_mnist() -> Path | None:
+    """The first local folder among the MNIST_MIRROR mirrors (CI sets ../shared/mnist) holding the
+    four official files, or None."""
+    for mirror in mirrors_from_environment(os.environ.get(MIRROR_VARIABLE)):
+        folder = Path(mirror)
+        if "://" not in mirror and all((folder / name).is_file() for name in OFFICIAL_FILES):
+            return folder.resolve()
+    return None
 
 
 def synthetic_digits(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -103,9 +114,11 @@ def run_stage():
 
 @pytest.fixture(scope="session")
 def shared_mnist() -> Path:
-    if not (SHARED_MNIST / "train-images-idx3-ubyte.gz").exists():
-        pytest.skip(f"real MNIST not found at {SHARED_MNIST}")
-    return SHARED_MNIST
+    """Real MNIST from a local mirror in MNIST_MIRROR; tests that need it skip without one."""
+    folder = local_mnist()
+    if folder is None:
+        pytest.skip(f"real MNIST needs {MIRROR_VARIABLE} set to a local folder of the four official files")
+    return folder
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -1,4 +1,4 @@
-"""The hand-written backward pass gives autograd's loss and gradients, and is used exactly where it applies."""
+"""The textbook backward pass gives autograd's loss and gradients, and runs only where it is chosen and covers the setup."""
 
 from __future__ import annotations
 
@@ -6,11 +6,14 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from conftest import small_params
-from pipeline.lib.backprop import HandWrittenStep, autograd_step, gradient_step
+from pipeline.lib.backprop import loss_and_gradients
 from pipeline.lib.model import build_mlp
-from pipeline.lib.params import Params
+from pipeline.lib.params import MANUAL_BACKWARD_ACTIVATIONS, Params
+from pipeline.lib import training
+from pipeline.lib.training import Dataset, train
 
 
 def params(model: dict | None = None, **train) -> Params:
@@ -22,27 +25,34 @@ def batch(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(32, 784, generator=generator), torch.randint(0, 10, (32,), generator=generator)
 
 
-def both_steps(config: Params, seed: int) -> list[tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]]:
+def autograd_loss_and_gradients(model, inputs, labels):
+    logits = model(inputs)
+    loss = F.cross_entropy(logits, labels)
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    return loss.detach(), logits.detach()
+
+
+def both_passes(config: Params, seed: int) -> list[tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]]:
     """Loss, logits and gradients from each pass, on identical copies of one model and two batches."""
     torch.manual_seed(0)
     model = build_mlp(config.model).train()
     outcomes = []
-    for make_step in (HandWrittenStep, lambda network: autograd_step(network, config.train)):
+    for backward in (loss_and_gradients, autograd_loss_and_gradients):
         network = copy.deepcopy(model)
-        step = make_step(network)
-        for index in range(2):  # the second call must overwrite the first call's gradients
+        for index in range(2):  # the second call must replace the first call's gradients
             torch.manual_seed(seed + index)  # the same dropout masks for both passes
-            loss, logits = step(*batch(seed + index))
+            loss, logits = backward(network, *batch(seed + index))
         outcomes.append((loss, logits, [parameter.grad.clone() for parameter in network.parameters()]))
     return outcomes
 
 
-@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "tanh", "sigmoid"])
+@pytest.mark.parametrize("activation", MANUAL_BACKWARD_ACTIVATIONS)
 @pytest.mark.parametrize("hidden_sizes", [[], [40], [50, 30]])
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
 def test_hand_written_gradients_equal_autograd(activation, hidden_sizes, dropout):
-    config = params({"activation": activation, "hidden_sizes": hidden_sizes, "dropout": dropout})
-    (loss, logits, gradients), (expected_loss, expected_logits, expected_gradients) = both_steps(config, seed=7)
+    config = params({"activation": activation, "hidden_sizes": hidden_sizes, "dropout": dropout}, backward="manual")
+    (loss, logits, gradients), (expected_loss, expected_logits, expected_gradients) = both_passes(config, seed=7)
     assert loss.item() == pytest.approx(expected_loss.item(), rel=1e-6)
     torch.testing.assert_close(logits, expected_logits)
     assert len(gradients) == len(expected_gradients) == 2 * (len(hidden_sizes) + 1)
@@ -51,19 +61,27 @@ def test_hand_written_gradients_equal_autograd(activation, hidden_sizes, dropout
     assert not loss.requires_grad and not logits.requires_grad
 
 
-@pytest.mark.parametrize(
-    ("model", "train", "hand_written"),
-    [
-        ({}, {}, True),
-        ({"dropout": 0.2, "activation": "tanh"}, {}, True),
-        ({"batch_norm": True}, {}, False),
-        ({"activation": "gelu"}, {}, False),
-        ({}, {"loss": "mse"}, False),
-        ({}, {"l1": 1e-5}, False),
-        ({}, {"l2": 1e-4}, False),
-    ],
-)
-def test_gradient_step_uses_the_hand_written_pass_only_where_it_applies(model, train, hand_written):
-    config = params(model, **train)
-    step = gradient_step(build_mlp(config.model), config.train)
-    assert isinstance(step, HandWrittenStep) == hand_written
+def trained_weights(config: Params) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    data = Dataset(torch.randn(256, 784, generator=generator), torch.randint(0, 10, (256,), generator=generator))
+    torch.manual_seed(0)
+    model = build_mlp(config.model)
+    train(model, data, data, config.train, torch.full((784,), -0.4), lambda _: None)
+    return [parameter.detach().clone() for parameter in model.parameters()]
+
+
+@pytest.mark.parametrize("backward", ["autograd", "manual"])
+def test_the_training_loop_runs_the_pass_it_is_told_to(backward, monkeypatch):
+    calls = []
+
+    def counted(*args):
+        calls.append(1)
+        return loss_and_gradients(*args)
+
+    monkeypatch.setattr(training, "loss_and_gradients", counted)
+    weights = trained_weights(params(backward=backward, epochs=1))
+    assert len(calls) == (256 // 32 if backward == "manual" else 0)
+    monkeypatch.undo()
+    other = trained_weights(params(backward={"autograd": "manual", "manual": "autograd"}[backward], epochs=1))
+    for mine, theirs in zip(weights, other):
+        torch.testing.assert_close(mine, theirs, rtol=1e-3, atol=1e-4)  # the same training, step for step

@@ -1,4 +1,5 @@
-"""The benchmark's timers run what they name, and its repeats are interleaved."""
+"""The benchmark's timers run what they name over the data's own epoch size, its repeats are
+interleaved, and its table finds each row by name."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import torch
 from click.testing import CliRunner
 
 from conftest import small_params
-from pipeline.bench import main as bench
-from pipeline.lib.benchmark import TRAIN_IMAGES, best_of_interleaved, canonical_epoch, floor_epoch, project_epoch
+from pipeline.commands.bench import timers
+from pipeline.commands.bench.command import CANONICAL, FLOOR, PROJECT, main as bench, other_backward, print_speed
+from pipeline.commands.bench.timers import Timing, best_of_interleaved, canonical_epoch, floor_epoch, project_epoch
 from pipeline.lib.params import Params
 from pipeline.lib.training import Dataset
 
@@ -41,10 +43,33 @@ def test_project_and_floor_epochs_run_on_any_dataset():
 
 
 @pytest.mark.slow
-def test_canonical_epoch_reads_real_mnist_through_torchvision(shared_mnist):
-    params = Params.model_validate(small_params(train={"batch_size": 512}))
-    assert TRAIN_IMAGES == 54_000
-    assert 0 < canonical_epoch(shared_mnist, params, 512, torch.device("cpu")) < 300
+def test_canonical_epoch_trains_on_as_many_real_images_as_it_is_given(shared_mnist, monkeypatch):
+    stepped = []
+    step = timers.autograd_step
+
+    def counting_step(model, optimizer):
+        run = step(model, optimizer)
+        return lambda images, labels: (stepped.append(len(labels)), run(images, labels))
+
+    monkeypatch.setattr(timers, "autograd_step", counting_step)
+    params = Params.model_validate(small_params())
+    assert canonical_epoch(shared_mnist, 5000, params, 100, torch.device("cpu")) > 0
+    warmup = (timers.WARMUP_STEPS + 1) * 100
+    assert sum(stepped) == warmup + 5000 and max(stepped) == 100
+
+
+def test_the_table_finds_its_reference_rows_by_name(capsys):
+    rows = [Timing(FLOOR, 4096, 0.5), Timing(PROJECT, 64, 2.0), Timing(CANONICAL, 64, 20.0), Timing(FLOOR, 512, 1.0)]
+    print_speed(rows, 1234, torch.device("cpu"))
+    table = capsys.readouterr().out
+    assert "seconds per epoch of 1,234 images" in table and "vs floor (4096)" in table
+    assert any(line.startswith(PROJECT) and "10.0x" in line and "4.00x" in line for line in table.splitlines())
+
+
+def test_bench_times_the_other_backward_pass_only_where_it_applies():
+    assert other_backward(Params.model_validate(small_params())).train.backward == "manual"
+    assert other_backward(Params.model_validate(small_params(train={"backward": "manual"}))).train.backward == "autograd"
+    assert other_backward(Params.model_validate(small_params(model={"batch_norm": True}))) is None
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is visible here")

@@ -6,12 +6,13 @@ import ast
 import json
 
 import pytest
-import yaml
 
 from conftest import PROJECT_ROOT, dvc, git
+from pipeline.lib.layout import stage_path, stages
 
-STAGES = ["download", "preprocess", "split", "train", "evaluate", "analyze"]
-DVC_YAML = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
+DVC_YAML = stages(PROJECT_ROOT)
+STAGES = list(DVC_YAML)
+COMMANDS = sorted(path.name for path in (PROJECT_ROOT / "pipeline/commands").iterdir() if (path / "command.py").exists())
 
 
 def module_path(module: str) -> str:
@@ -29,25 +30,46 @@ def pipeline_imports(module: str) -> set[str]:
 
 
 def code_closure(module: str) -> set[str]:
-    """Every pipeline module `module` imports, directly or not, as file paths; with the package's
-    __init__, which every import of it runs first (it pins the numerics)."""
-    seen, todo = {module, "pipeline"}, [module, "pipeline"]
+    """Every pipeline module `module` imports, directly or not, as file paths, with the __init__ of
+    every package on the way, which each import runs first (pipeline/__init__.py pins the numerics)."""
+    seen, todo = {module}, [module]
     while todo:
         for imported in pipeline_imports(todo.pop()) - seen:
             seen.add(imported)
             todo.append(imported)
-    return {module_path(name) for name in seen}
+    packages = {name.rsplit(".", depth)[0] for name in seen for depth in range(1, name.count(".") + 1)}
+    return {module_path(name) for name in seen | packages}
+
+
+def modules_under(folder: str) -> list[str]:
+    return [".".join(path.relative_to(PROJECT_ROOT).with_suffix("").parts) for path in (PROJECT_ROOT / folder).rglob("*.py")]
 
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_each_stage_depends_on_exactly_its_code(stage):
+    assert DVC_YAML[stage]["cmd"].startswith(f"python -m pipeline.stages.{stage} ")
     declared = {dep for dep in DVC_YAML[stage]["deps"] if dep.startswith("pipeline/")}
-    assert declared == code_closure(f"pipeline.{stage}")
+    assert declared == code_closure(f"pipeline.stages.{stage}")
 
 
-def test_stages_never_import_each_other():
+def test_stages_never_import_each_other_or_a_command():
+    assert sorted(modules_under("pipeline/stages")) == sorted(["pipeline.stages.__init__", *(f"pipeline.stages.{s}" for s in STAGES)])
     for stage in STAGES:
-        assert not {f"pipeline.{other}" for other in STAGES} & pipeline_imports(f"pipeline.{stage}")
+        imported = pipeline_imports(f"pipeline.stages.{stage}")
+        assert not {name for name in imported if name.startswith(("pipeline.stages", "pipeline.commands"))}
+
+
+def test_the_library_serves_stages_and_commands_and_imports_neither():
+    for module in modules_under("pipeline/lib"):
+        assert all(name.startswith("pipeline.lib.") for name in pipeline_imports(module)), module
+
+
+def test_a_command_module_is_used_by_its_command_alone():
+    assert COMMANDS == ["bench", "predict", "verify"]
+    for command in COMMANDS:
+        for module in modules_under(f"pipeline/commands/{command}"):
+            foreign = {n for n in pipeline_imports(module) if n.startswith("pipeline.commands.")}
+            assert all(n.startswith(f"pipeline.commands.{command}.") for n in foreign), module
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -63,7 +85,8 @@ def ran(output: str) -> list[str]:
 @pytest.mark.slow
 def test_repro_then_noop_then_experiment_reruns_only_training(project):
     assert ran(dvc(project, "repro")) == STAGES
-    metrics = json.loads((project / "reports/evaluate/metrics.json").read_text())
+    metrics_file = stage_path("evaluate", "--metrics", project)
+    metrics = json.loads((project / metrics_file).read_text())
     assert metrics["accuracy"] > 0.8  # 2,000 real images, 2 epochs, 32 hidden units
     git(project, "add", "-A")
     git(project, "commit", "-qm", "baseline")
@@ -74,6 +97,6 @@ def test_repro_then_noop_then_experiment_reruns_only_training(project):
     assert ran(output) == ["train", "evaluate", "analyze"]
     assert "didn't change, skipping" in output
     diff = dvc(project, "metrics", "diff", "--json")
-    assert "reports/evaluate/metrics.json" in json.loads(diff)
+    assert metrics_file.as_posix() in json.loads(diff)
     shown = json.loads(dvc(project, "exp", "show", "--json"))
     assert len(shown) >= 1 and "train.optimizer.lr" in dvc(project, "params", "diff")

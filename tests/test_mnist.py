@@ -5,7 +5,8 @@ import gzip
 import numpy as np
 import pytest
 
-from pipeline.lib.mnist import IdxError, encode_idx, load_digits, parse_idx, read_idx, write_idx_gz
+from idx_writer import encode_idx, write_idx_gz
+from pipeline.lib.mnist import IdxError, load_digits, parse_idx, read_idx
 
 
 def test_round_trip_keeps_shape_and_bytes(tmp_path):

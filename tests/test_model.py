@@ -58,14 +58,22 @@ def test_dropout_is_active_in_training_and_off_in_evaluation():
     assert torch.equal(network(inputs), network(inputs))
 
 
-def test_glorot_weights_have_the_expected_variance():
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "gelu", "leaky_relu"])
+def test_glorot_is_the_textbook_one_for_every_activation(activation):
+    """U(+-sqrt(6 / (fan_in + fan_out))): variance 2 / (fan_in + fan_out), as Keras and the NumPy assignments draw it."""
     torch.manual_seed(0)
-    network = build_mlp(model_params(hidden_sizes=[500], init="glorot", activation="tanh"))
+    network = build_mlp(model_params(hidden_sizes=[500], init="glorot", activation=activation))
     weight = network[0].weight
-    gain = 5 / 3  # tanh
-    expected = gain**2 * 2 / (784 + 500)
-    assert weight.var().item() == pytest.approx(expected, rel=0.02)
+    assert weight.var().item() == pytest.approx(2 / (784 + 500), rel=0.02)
+    assert weight.abs().max().item() <= (6 / (784 + 500)) ** 0.5
     assert torch.count_nonzero(network[0].bias) == 0
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "gelu", "leaky_relu"])
+@pytest.mark.parametrize("init", ["default", "gaussian", "uniform", "glorot", "kaiming"])
+def test_every_init_works_with_every_activation(init, activation):
+    network = build_mlp(model_params(init=init, activation=activation))
+    assert torch.isfinite(network(torch.randn(4, 784))).all()
 
 
 def test_gaussian_init_uses_the_given_std_and_zero_biases():

@@ -20,7 +20,7 @@ import torch
 from click.testing import CliRunner
 
 from conftest import small_params, write_params
-from pipeline import split
+from pipeline.stages import split
 from pipeline.lib.device import make_deterministic, numerics_fingerprint
 from pipeline.lib.model import build_mlp, probabilities
 from pipeline.lib.params import Params

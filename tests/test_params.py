@@ -68,3 +68,42 @@ def test_scientific_notation_is_a_number(tmp_path, text):
     path = write_params(tmp_path / "params.yaml", small_params())
     path.write_text(path.read_text().replace("lr: 0.001", f"lr: {text}"))
     assert load_params(path).train.optimizer.lr == float(text)
+
+
+def test_unknown_top_level_key(tmp_path):
+    path = write_params(tmp_path / "params.yaml", small_params())
+    path.write_text(path.read_text() + "foo: 1\n")
+    with pytest.raises(ParamsError, match=r"^\S+: foo: unknown key \(allowed here: preprocess, split, model, train, evaluate, analyze\)$"):
+        load_params(path)
+
+
+@pytest.mark.parametrize(("where", "line"), [("train:\n", "  epochs: 7\n"), ("", "evaluate:\n  batch_size: 10\n")])
+def test_a_key_given_twice_is_refused(tmp_path, where, line):
+    """DVC refuses duplicate keys; a stage run by hand must too, not keep the last value."""
+    path = write_params(tmp_path / "params.yaml", small_params())
+    text = path.read_text()
+    path.write_text(text.replace(where, where + line, 1) if where else text + line)
+    with pytest.raises(ParamsError, match=r"key '(epochs|evaluate)' appears twice \(line \d+\): keep one of them"):
+        load_params(path)
+
+
+def test_cycling_momentum_needs_onecycle(tmp_path):
+    message = error_for(tmp_path, train={"lr_schedule": {"name": "cosine", "cycle_momentum": True}})
+    assert "train.lr_schedule: cycle_momentum: true needs name: onecycle" in message
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"model": {"batch_norm": True}}, "model.batch_norm"),
+        ({"model": {"activation": "gelu"}}, "model.activation"),
+        ({"train": {"loss": "mse"}}, "train.loss"),
+        ({"train": {"l1": 1e-5, "l2": 1e-4}}, "train.l1, train.l2"),
+    ],
+)
+def test_manual_backward_refuses_what_it_does_not_cover(tmp_path, overrides, named):
+    overrides.setdefault("train", {})["backward"] = "manual"
+    message = error_for(tmp_path, **overrides)
+    assert f"params.yaml: train.backward: manual does not cover {named} (it covers" in message
+    assert message.endswith("set train.backward: autograd")
+    load_params(write_params(tmp_path / "ok.yaml", small_params(train={"backward": "manual"}, model={"dropout": 0.2})))

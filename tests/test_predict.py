@@ -12,13 +12,14 @@ from click.testing import CliRunner
 from PIL import Image
 
 from conftest import small_params
-from pipeline import predict
-from pipeline.lib.digitize import to_mnist
-from pipeline.lib.mnist import load_official, write_idx_gz
+from idx_writer import write_idx_gz
+from pipeline.commands.predict import command as predict
+from pipeline.commands.predict.digitize import to_mnist
+from pipeline.lib.device import make_deterministic
+from pipeline.lib.mnist import load_official
 from pipeline.lib.model import build_mlp, load_model, probabilities, save_model
 from pipeline.lib.normalization import Normalization
 from pipeline.lib.params import Params
-from pipeline.lib.device import make_deterministic
 from pipeline.lib.training import Dataset, train
 
 SAMPLE = 200
@@ -125,12 +126,24 @@ def test_bad_inputs_give_one_line(tmp_path, mnist_model, make, fragment):
     assert code == 1 and output.count("\n") == 1 and output.startswith("error: ") and fragment in output
 
 
-def test_tampered_model_is_refused(tmp_path, mnist_model):
+def test_a_model_whose_weights_changed_after_training_fails_its_integrity_check(tmp_path, mnist_model):
+    """A valid model file with one weight changed: only the fingerprint can tell."""
+    payload = torch.load(mnist_model[0], weights_only=True)
+    payload["state_dict"]["0.weight"][0, 0] += 1.0
     tampered = tmp_path / "model.pt"
-    data = bytearray(mnist_model[0].read_bytes())
-    data[len(data) // 2 : len(data) // 2 + 64] = b"\x00" * 64
-    tampered.write_bytes(bytes(data))
+    torch.save(payload, tampered)
     Image.new("L", (28, 28), 0).save(tmp_path / "x.png")
     code, output = run_predict("--model", tampered, tmp_path / "x.png")
-    assert code == 1 and output.startswith("error: ") and "retrain" in output
+    assert code == 1
+    assert output == f"error: {tampered} fails its integrity check (its bytes changed after training): retrain with dvc repro train\n"
     assert load_model(mnist_model[0]).class_names == [str(d) for d in range(10)]
+
+
+def test_bytes_that_are_no_model_file_are_refused(tmp_path, mnist_model):
+    broken = tmp_path / "model.pt"
+    data = bytearray(mnist_model[0].read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = b"\x00" * 64
+    broken.write_bytes(bytes(data))
+    Image.new("L", (28, 28), 0).save(tmp_path / "x.png")
+    code, output = run_predict("--model", broken, tmp_path / "x.png")
+    assert code == 1 and output.startswith(f"error: {broken} ") and "retrain with dvc repro train" in output

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import synthetic_digits, write_raw
-from pipeline import preprocess
-from pipeline.lib.mnist import write_idx_gz
+from pipeline.stages import preprocess
+from idx_writer import write_idx_gz
 from pipeline.lib.normalization import Normalization
 from pipeline.lib.params import Preprocess
 

@@ -16,17 +16,19 @@ import pytest
 import yaml
 
 from conftest import QuietHandler, dvc, git, serve_folder
+from pipeline.lib.atomic import temporary_path
+from pipeline.lib.layout import stage_path
 from test_dvc import STAGES
 
-# While this path exists, the stage is midway: its outputs are being written under temporary names.
-MIDWAY = {
-    "download": "data/.raw.tmp",
-    "preprocess": "data/.preprocessed.tmp",
-    "split": "data/.split.tmp",
-    "train": "reports/.train.tmp",
-    "evaluate": "reports/evaluate/.confusion.csv.tmp",  # its outputs are being written, none renamed yet
-    "analyze": "reports/.analyze.tmp",
+# While the temporary path of this output exists, the stage is midway: its outputs are being
+# written under temporary names (evaluate: being written, none renamed yet).
+WRITTEN_MIDWAY = {
+    "download": "--out", "preprocess": "--out", "split": "--out", "train": "--live", "evaluate": "--confusion-csv", "analyze": "--out"
 }
+
+
+def midway_marker(project: Path, stage: str) -> Path:
+    return project / temporary_path(stage_path(stage, WRITTEN_MIDWAY[stage], project))
 
 
 def lock_outputs(project: Path) -> dict[str, str]:
@@ -58,7 +60,7 @@ def kill_midway(project: Path, stage: str, env: dict) -> None:
         ["dvc", "repro", "--force", "--single-item", stage], cwd=project, env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
-    marker = project / MIDWAY[stage]
+    marker = midway_marker(project, stage)
     deadline = time.monotonic() + 120
     while not marker.exists():
         assert process.poll() is None, f"{stage} finished before it could be interrupted"
@@ -83,7 +85,7 @@ def test_same_params_same_bytes(project):
     first = lock_outputs(project)
     dvc(project, "repro", "--force")
     assert lock_outputs(project) == first
-    assert any(path.endswith("model.pt") for path in first) and "data/evaluate/probabilities.npy" in first
+    assert {stage_path("train", "--model", project).as_posix(), stage_path("evaluate", "--predictions", project).as_posix()} <= set(first)
 
 
 @pytest.mark.slow
@@ -137,7 +139,7 @@ def test_bad_params_a_failed_download_and_ctrl_c_keep_the_last_good_results(proj
         ["dvc", "repro", "--force", "--single-item", "train"], cwd=project,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
-    while not (project / MIDWAY["train"]).exists():
+    while not midway_marker(project, "train").exists():
         assert process.poll() is None, "train finished before it could be interrupted"
         time.sleep(0.005)
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's process group
@@ -147,7 +149,7 @@ def test_bad_params_a_failed_download_and_ctrl_c_keep_the_last_good_results(proj
 
 @pytest.mark.slow
 def test_bench_measures_stages_in_a_copy_without_the_network(project, monkeypatch, capsys):
-    from pipeline import bench
+    from pipeline.commands.bench import command as bench
 
     dvc(project, "repro")
     good = workspace_state(project)
@@ -197,4 +199,5 @@ def test_verify_judges_a_rerun_on_other_numerics_by_the_tolerance(project):
     assert "other numerics, test accuracy" in verdict and "cpu_capability AVX2 -> DEFAULT" in verdict
     assert "numerics pinned -> native" in verdict
     assert other.returncode == (0 if "within tolerance" in verdict else 1)
-    assert re.search(r"^ +exact +data/raw$", other.stdout, re.MULTILINE)  # the data stages do not use torch
+    raw = stage_path("download", "--out", project).as_posix()
+    assert re.search(rf"^ +exact +{raw}$", other.stdout, re.MULTILINE)  # the data stages do not use torch

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import small_params, write_params
-from pipeline import analyze, download, evaluate, preprocess, split, train
+from pipeline.stages import analyze, download, evaluate, preprocess, split, train
 from pipeline.lib.mnist import OFFICIAL_FILES
 
 

@@ -10,6 +10,7 @@ from pipeline.lib.augment import Augmenter
 from pipeline.lib.model import build_mlp
 from pipeline.lib.params import Augment, Params
 from pipeline.lib.device import make_deterministic
+from pipeline.lib import training
 from pipeline.lib.training import Dataset, TrainingDiverged, evaluate, train
 
 NO_AUGMENT = {"rotation_degrees": 0.0, "shift_pixels": 0.0, "scale": 0.0, "elastic_alpha": 0.0}
@@ -119,6 +120,37 @@ def test_penalties_shrink_the_weights(penalty):
     assert weight_norm(penalized) < 0.8 * weight_norm(plain)
 
 
+def momentum_seen(optimizer: dict, cycle_momentum: bool) -> list[float]:
+    """The momentum (Adam: beta1) that each of 20 onecycle steps runs with."""
+    schedule = {"name": "onecycle", "cycle_momentum": cycle_momentum}
+    params = Params.model_validate(small_params(train={"epochs": 2, "optimizer": optimizer, "lr_schedule": schedule}))
+    optimizer = training.make_optimizer(build_mlp(params.model), params.train)
+    scheduler = training.make_schedule(optimizer, params.train, steps_per_epoch=10)
+    seen = []
+    for _ in range(20):
+        group = optimizer.param_groups[0]
+        seen.append(group["betas"][0] if "betas" in group else group["momentum"])
+        optimizer.step()
+        scheduler.step()
+    return seen
+
+
+@pytest.mark.parametrize("optimizer", [{"name": "adam", "lr": 0.002}, {"name": "sgd", "lr": 0.05, "momentum": 0.5}])
+def test_onecycle_keeps_the_momentum_of_params_unless_told_to_cycle_it(optimizer):
+    configured = optimizer.get("momentum", 0.9)  # Adam's beta1 is torch's default 0.9
+    assert set(momentum_seen(optimizer, cycle_momentum=False)) == {configured}
+    cycled = momentum_seen(optimizer, cycle_momentum=True)
+    assert max(cycled) == pytest.approx(0.95, abs=1e-3) and min(cycled) < 0.86  # 0.95 -> 0.85 -> 0.95
+
+
+def test_non_finite_validation_loss_stops_with_one_line_even_in_one_epoch():
+    params = Params.model_validate(small_params(train={"epochs": 1}))
+    broken = dataset(100, 1)
+    broken.inputs[0, 0] = float("nan")
+    with pytest.raises(TrainingDiverged, match=r"^training diverged: validation loss nan at epoch 1 with lr 0.001: lower"):
+        train(build_mlp(params.model), dataset(300, 0), broken, params.train, torch.full((784,), -0.2), lambda _: None)
+
+
 def test_cosine_and_onecycle_shapes():
     _, cosine = run(epochs=4, lr_schedule={"name": "cosine"})
     rates = [epoch.lr for epoch in cosine.history]
@@ -133,17 +165,16 @@ def test_gemm_grid_equals_affine_grid():
     import torch.nn.functional as F
 
     sampler = augmenter(rotation_degrees=10.0, shift_pixels=2.0, scale=0.1)
-    transforms = sampler._affine(16, torch.device("cpu"))
-    sampler.pending = transforms.transpose(1, 2)
+    transforms = sampler.draw_affine(16, torch.device("cpu"))
     rows = torch.randn(16, 784)
     expected = F.grid_sample(
         (rows + 0.5).reshape(16, 1, 28, 28), F.affine_grid(transforms, [16, 1, 28, 28], align_corners=False), align_corners=False
     ).reshape(16, 784) - 0.5
-    assert torch.allclose(sampler(rows), expected, atol=1e-5)
+    assert torch.allclose(sampler.warp(rows, transforms), expected, atol=1e-5)
 
 
 def test_rotations_are_uniform_over_the_range():
-    transforms = augmenter(rotation_degrees=5.0)._affine(20000, torch.device("cpu"))
+    transforms = augmenter(rotation_degrees=5.0).draw_affine(20000, torch.device("cpu"))
     degrees = torch.rad2deg(torch.atan2(transforms[:, 1, 0], transforms[:, 0, 0]))
     assert degrees.abs().max() <= 5.0 and degrees.abs().max() > 4.99
     assert torch.histc(degrees, bins=10, min=-5, max=5).min() > 1800  # ~2,000 per bin when uniform

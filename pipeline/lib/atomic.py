@@ -19,6 +19,11 @@ import numpy as np
 from pipeline.lib.errors import PipelineError
 
 
+def temporary_path(final: Path) -> Path:
+    """Where `final` is written before it is renamed into place: a hidden sibling."""
+    return final.with_name(f".{final.name}.tmp")
+
+
 @contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temporary sibling of `final` (file or folder); rename it to `final` on success."""
@@ -27,7 +32,7 @@ def atomic_path(final: Path) -> Iterator[Path]:
         final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise PipelineError(f"cannot create folder {final.parent}: {error.strerror}; check its permissions") from None
-    temporary = final.with_name(f".{final.name}.tmp")
+    temporary = temporary_path(final)
     _remove(temporary)
     try:
         yield temporary

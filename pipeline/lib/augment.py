@@ -42,12 +42,25 @@ class Augmenter:
         for axis in range(2):
             spread[:, axis, :, axis] = homogeneous.t()
         self.spread_centres = spread.reshape(6, SIDE * SIDE * 2)
-        self.pending = torch.empty(0, 3, 2, device=background.device)
+        self._pending = torch.empty(0, 2, 3, device=background.device)
 
     def __call__(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.warp(rows, self._next_transforms(len(rows), rows.device))
+
+    def draw_affine(self, n: int, device: torch.device) -> torch.Tensor:
+        """(N, 2, 3) random maps from output to input coordinates in grid units (2 / 28 per pixel),
+        in F.affine_grid's convention."""
+        angle = self._uniform(n, device, math.radians(self.params.rotation_degrees))
+        zoom = 1 + self._uniform(n, device, self.params.scale)
+        shift = self._uniform(2 * n, device, self.params.shift_pixels * 2 / SIDE).reshape(n, 2)
+        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+        return torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+
+    def warp(self, rows: torch.Tensor, affine: torch.Tensor) -> torch.Tensor:
+        """Rows (N, 784) resampled through (N, 2, 3) affine maps, plus elastic distortion if enabled."""
         n = len(rows)
         # One plain GEMM, (N, 6) @ (6, 1568): a broadcast batched matmul is ~15x slower on CPU here.
-        transforms = self._next_transforms(n, rows.device).reshape(n, 6)
+        transforms = affine.transpose(1, 2).reshape(n, 6)
         grid = (transforms @ self.spread_centres).reshape(n, SIDE, SIDE, 2)
         if self.smoothing is not None:
             grid = grid + self._elastic_displacement(n, rows.device)
@@ -56,21 +69,13 @@ class Augmenter:
         return warped.reshape(n, SIDE * SIDE) + self.background
 
     def _next_transforms(self, n: int, device: torch.device) -> torch.Tensor:
-        while len(self.pending) < n:
-            self.pending = torch.cat([self.pending, self._affine(self.DRAW_BLOCK, device).transpose(1, 2)])
-        transforms, self.pending = self.pending[:n], self.pending[n:]
+        while len(self._pending) < n:
+            self._pending = torch.cat([self._pending, self.draw_affine(self.DRAW_BLOCK, device)])
+        transforms, self._pending = self._pending[:n], self._pending[n:]
         return transforms
 
     def _uniform(self, n: int, device: torch.device, half_width: float) -> torch.Tensor:
         return (torch.rand(n, device=device, generator=self.generator) * 2 - 1) * half_width
-
-    def _affine(self, n: int, device: torch.device) -> torch.Tensor:
-        """(N, 2, 3) maps from output to input coordinates in grid units (2 / 28 per pixel)."""
-        angle = self._uniform(n, device, math.radians(self.params.rotation_degrees))
-        zoom = 1 + self._uniform(n, device, self.params.scale)
-        shift = self._uniform(2 * n, device, self.params.shift_pixels * 2 / SIDE).reshape(n, 2)
-        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-        return torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
 
     def _elastic_displacement(self, n: int, device: torch.device) -> torch.Tensor:
         """Simard et al. (2003): a random field smoothed by a Gaussian, scaled to alpha pixels."""

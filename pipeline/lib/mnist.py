@@ -84,18 +84,6 @@ def parse_idx(raw: bytes, dimensions: int, name: str = "IDX data") -> np.ndarray
     return np.frombuffer(raw, dtype=np.uint8, offset=header_size).reshape(shape).copy()
 
 
-def encode_idx(array: np.ndarray) -> bytes:
-    """The inverse of parse_idx, for tests and for exporting digits."""
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    header = struct.pack(">HBB", 0, _UNSIGNED_BYTE, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    return header + array.tobytes()
-
-
-def write_idx_gz(path: Path, array: np.ndarray) -> None:
-    # mtime=0 keeps the gzip bytes independent of when they were written.
-    Path(path).write_bytes(gzip.compress(encode_idx(array), mtime=0))
-
-
 def load_digits(images_path: Path, labels_path: Path) -> Digits:
     """Read and cross-check one split's image and label files."""
     images = read_idx(images_path, dimensions=3)

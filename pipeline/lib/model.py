@@ -58,10 +58,14 @@ def build_mlp(params: ModelParams) -> nn.Sequential:
 
 
 def initialize(model: nn.Module, params: ModelParams) -> None:
-    """Re-draw every Linear layer's weights as `params.init` says (default keeps PyTorch's)."""
+    """Re-draw every Linear layer's weights as `params.init` says (default keeps PyTorch's).
+
+    As the NumPy assignments and Keras define them, whatever the activation: glorot is
+    U(+-sqrt(6 / (fan_in + fan_out))), kaiming is He's U(+-sqrt(6 / fan_in)), uniform is
+    U(+-1 / sqrt(fan_in)), gaussian is N(0, init_std). Biases start at zero.
+    """
     if params.init == "default":
         return
-    gain = nn.init.calculate_gain("relu" if params.activation == "leaky_relu" else params.activation)
     for layer in model.modules():
         if not isinstance(layer, nn.Linear):
             continue
@@ -71,7 +75,7 @@ def initialize(model: nn.Module, params: ModelParams) -> None:
             bound = 1 / math.sqrt(layer.in_features)
             nn.init.uniform_(layer.weight, -bound, bound)
         elif params.init == "glorot":
-            nn.init.xavier_uniform_(layer.weight, gain=gain)
+            nn.init.xavier_uniform_(layer.weight)
         elif params.init == "kaiming":
             nn.init.kaiming_uniform_(layer.weight, nonlinearity="relu")
         nn.init.zeros_(layer.bias)

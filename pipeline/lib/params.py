@@ -17,6 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pipeline.lib.errors import PipelineError
 
 DEFAULT_PARAMS = Path("params.yaml")
+# What the hand-written backward pass (pipeline/lib/backprop.py) covers: a stack of Linear,
+# one of these activations and Dropout, under plain cross-entropy.
+MANUAL_BACKWARD_ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")
 
 
 class ParamsError(PipelineError):
@@ -66,6 +69,13 @@ class LrSchedule(Section):
     name: Literal["none", "step", "cosine", "onecycle"]
     step_size: int = Field(ge=1)
     gamma: float = Field(gt=0, le=1)
+    cycle_momentum: bool
+
+    @model_validator(mode="after")
+    def _cycling_needs_onecycle(self) -> LrSchedule:
+        if self.cycle_momentum and self.name != "onecycle":
+            raise ValueError("cycle_momentum: true needs name: onecycle")
+        return self
 
 
 class Augment(Section):
@@ -85,6 +95,7 @@ class Train(Section):
     device: Literal["auto", "cpu", "cuda"]
     epochs: int = Field(ge=1)
     batch_size: int = Field(ge=1)
+    backward: Literal["autograd", "manual"]
     loss: Literal["cross_entropy", "mse"]
     l1: float = Field(ge=0)
     l2: float = Field(ge=0)
@@ -112,9 +123,45 @@ class Params(Section):
     evaluate: Evaluate
     analyze: Analyze
 
+    @model_validator(mode="after")
+    def _manual_backward_covers_the_setup(self) -> Params:
+        if self.train.backward == "autograd":
+            return self
+        unsupported = {
+            "model.activation": self.model.activation not in MANUAL_BACKWARD_ACTIVATIONS,
+            "model.batch_norm": self.model.batch_norm,
+            "train.loss": self.train.loss != "cross_entropy",
+            "train.l1": self.train.l1 > 0,
+            "train.l2": self.train.l2 > 0,
+        }
+        if any(unsupported.values()):
+            raise ValueError(
+                f"train.backward: manual does not cover {', '.join(key for key, bad in unsupported.items() if bad)} "
+                f"(it covers activations {', '.join(MANUAL_BACKWARD_ACTIVATIONS)}, dropout, no batch norm, "
+                "cross_entropy with l1 = l2 = 0): set train.backward: autograd"
+            )
+        return self
+
 
 class _Loader(yaml.SafeLoader):
-    """YAML 1.1 reads `1e-6` (no dot) as a string; like YAML 1.2, read it as the float it means."""
+    """Two fixes to PyYAML's SafeLoader. YAML 1.1 reads `1e-6` (no dot) as a string: like YAML 1.2,
+    read it as the float it means. A key given twice silently keeps the last value: refuse it, as
+    DVC does when it reads params.yaml."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise DuplicateKey(key, key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+class DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: object, mark: yaml.Mark):
+        super().__init__(f"duplicate key {key}")
+        self.key, self.mark = key, mark
 
 
 _Loader.add_implicit_resolver(
@@ -139,6 +186,10 @@ def read_params_file(path: Path = DEFAULT_PARAMS) -> dict:
         raw = yaml.load(Path(path).read_text(), Loader=_Loader)  # noqa: S506 (a SafeLoader)
     except FileNotFoundError:
         raise ParamsError(f"{path} not found: run from the project root or pass --params") from None
+    except DuplicateKey as error:
+        raise ParamsError(
+            f"{path}: key {error.key!r} appears twice (line {error.mark.line + 1}): keep one of them"
+        ) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -152,6 +203,8 @@ def describe(error: dict) -> str:
     """One pydantic error as 'key: what is wrong (what is allowed)'."""
     location = [str(part) for part in error["loc"]]
     key = ".".join(location)
+    if not location:  # a rule across sections names its own keys
+        return error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         parent = _section_at(location[:-1])
         allowed = ", ".join(parent.model_fields) if parent else "see params.yaml"

@@ -6,20 +6,20 @@ import copy
 
 import pytest
 
-from pipeline.lib.lockcheck import Run, Verdict, judge, stale_inputs
+from pipeline.commands.verify.verdict import Run, Verdict, judge, stale_inputs
 
 STAGES = {
-    "download": {"cmd": "python -m pipeline.download", "deps": ["pipeline/download.py"], "outs": ["data/raw"]},
+    "download": {"cmd": "python -m pipeline.stages.download", "deps": ["pipeline/stages/download.py"], "outs": ["data/raw"]},
     "train": {
-        "cmd": "python -m pipeline.train",
-        "deps": ["pipeline/train.py", "data/raw"],
+        "cmd": "python -m pipeline.stages.train",
+        "deps": ["pipeline/stages/train.py", "data/raw"],
         "params": ["train"],
         "outs": [{"data/model.pt": {"persist": True}}],
         "metrics": [{"reports/timing/train.json": {"cache": False}}],
     },
     "evaluate": {
-        "cmd": "python -m pipeline.evaluate",
-        "deps": ["pipeline/evaluate.py", "data/model.pt"],
+        "cmd": "python -m pipeline.stages.evaluate",
+        "deps": ["pipeline/stages/evaluate.py", "data/model.pt"],
         "metrics": [{"reports/metrics.json": {"cache": False}}],
     },
 }
@@ -27,24 +27,24 @@ LOCK = {
     "schema": "2.0",
     "stages": {
         "download": {
-            "cmd": "python -m pipeline.download",
-            "deps": [{"path": "pipeline/download.py", "md5": "code-download"}],
+            "cmd": "python -m pipeline.stages.download",
+            "deps": [{"path": "pipeline/stages/download.py", "md5": "code-download"}],
             "outs": [{"path": "data/raw", "md5": "raw.dir"}],
         },
         "train": {
-            "cmd": "python -m pipeline.train",
-            "deps": [{"path": "pipeline/train.py", "md5": "code-train"}, {"path": "data/raw", "md5": "raw.dir"}],
+            "cmd": "python -m pipeline.stages.train",
+            "deps": [{"path": "pipeline/stages/train.py", "md5": "code-train"}, {"path": "data/raw", "md5": "raw.dir"}],
             "params": {"params.yaml": {"train": {"lr": 0.001}}},
             "outs": [{"path": "data/model.pt", "md5": "model"}, {"path": "reports/timing/train.json", "md5": "t1"}],
         },
         "evaluate": {
-            "cmd": "python -m pipeline.evaluate",
-            "deps": [{"path": "pipeline/evaluate.py", "md5": "code-evaluate"}, {"path": "data/model.pt", "md5": "model"}],
+            "cmd": "python -m pipeline.stages.evaluate",
+            "deps": [{"path": "pipeline/stages/evaluate.py", "md5": "code-evaluate"}, {"path": "data/model.pt", "md5": "model"}],
             "outs": [{"path": "reports/metrics.json", "md5": "metrics"}],
         },
     },
 }
-TREE = {"pipeline/download.py": "code-download", "pipeline/train.py": "code-train", "pipeline/evaluate.py": "code-evaluate"}
+TREE = {"pipeline/stages/download.py": "code-download", "pipeline/stages/train.py": "code-train", "pipeline/stages/evaluate.py": "code-evaluate"}
 PARAMS = {"train": {"lr": 0.001}, "evaluate": {"batch_size": 2000}}
 PINNED = {"device": "cpu", "cpu_capability": "AVX2", "blas": "MKL CNR AVX2 strict", "threads": 2}
 TOLERANCE = 0.004
@@ -73,8 +73,8 @@ def test_matching_tree_is_not_stale():
 
 
 def test_changed_code_is_stale_code_but_a_changed_upstream_output_is_not():
-    report = stale(tree=TREE | {"pipeline/train.py": "edited"})
-    assert report.verdict is Verdict.STALE_CODE and report.detail == "train: pipeline/train.py"
+    report = stale(tree=TREE | {"pipeline/stages/train.py": "edited"})
+    assert report.verdict is Verdict.STALE_CODE and report.detail == "train: pipeline/stages/train.py"
     # evaluate's dep data/model.pt is train's output: no hash of the working tree is asked for it
     assert stale(tree=TREE | {"data/model.pt": "retrained", "data/raw": "elsewhere"}) is None
 
@@ -82,7 +82,7 @@ def test_changed_code_is_stale_code_but_a_changed_upstream_output_is_not():
 def test_changed_command_or_new_stage_is_stale_code():
     stages = copy.deepcopy(STAGES)
     stages["train"]["cmd"] += " --fast"
-    stages["export"] = {"cmd": "python -m pipeline.export", "deps": ["data/model.pt"]}
+    stages["export"] = {"cmd": "python -m pipeline.stages.export", "deps": ["data/model.pt"]}
     assert stale(stages=stages).detail == "train: cmd, export: not in the committed dvc.lock"
 
 

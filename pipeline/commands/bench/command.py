@@ -1,7 +1,8 @@
 """`python -m pipeline bench`: training speed side by side, then each stage's peak memory and `dvc repro` times.
 
-Run it from the project root after `dvc repro`. It only reads this project (data/raw, data/split,
-params.yaml): the `dvc` part runs in a throwaway copy, so no output, dvc.lock or report here changes.
+Run it from the project root after `dvc repro`. It only reads this project (the download's and the
+split's outputs, params.yaml): the `dvc` part runs in a throwaway copy, so no output, dvc.lock or
+report here changes.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from pathlib import Path
 
 import click
 import torch
-import yaml
+from pydantic import ValidationError
 
-from pipeline.lib.benchmark import Timing, best_of_interleaved, canonical_epoch, floor_epoch, project_epoch
+from pipeline.commands.bench.timers import Timing, best_of_interleaved, canonical_epoch, floor_epoch, project_epoch
 from pipeline.lib.cli import run_reporting_errors
 from pipeline.lib.device import make_deterministic, numerics_fingerprint, resolve_device
 from pipeline.lib.errors import PipelineError
 from pipeline.lib.fetch import MIRROR_VARIABLE
+from pipeline.lib.layout import PIPELINE_FILE, stage_names, stage_path
 from pipeline.lib.normalization import Normalization
 from pipeline.lib.params import Params, load_params
 from pipeline.lib.pinning import MODES, PINNED, VARIABLE
@@ -37,16 +39,33 @@ MEASURE_STAGE = (
 )
 
 
+CANONICAL, PROJECT, FLOOR = "canonical DataLoader idiom", "project loop", "compute floor"
+
+
+def with_train(params: Params, **changes) -> Params:
+    return params.model_copy(update={"train": params.train.model_copy(update=changes)})
+
+
 def without_augmentation(params: Params) -> Params:
     no_augment = params.train.augment.model_copy(update={"rotation_degrees": 0.0, "shift_pixels": 0.0, "scale": 0.0, "elastic_alpha": 0.0})
-    return params.model_copy(update={"train": params.train.model_copy(update={"augment": no_augment})})
+    return with_train(params, augment=no_augment)
+
+
+def other_backward(params: Params) -> Params | None:
+    """The same params with the other backward pass, or None where the manual pass does not cover them."""
+    other = {"autograd": "manual", "manual": "autograd"}[params.train.backward]
+    try:
+        return Params.model_validate(with_train(params, backward=other).model_dump())
+    except ValidationError:
+        return None
 
 
 def load_training_sets(device: torch.device) -> tuple[Dataset, Dataset, torch.Tensor]:
     """The split stage's train and val sets on `device`, and the standardized black pixel."""
-    normalization = Normalization.from_json(json.loads(Path("reports/preprocess/normalization.json").read_text()))
+    normalization = Normalization.from_json(json.loads(stage_path("preprocess", "--stats").read_text()))
     make_deterministic(0)  # before any CUDA work: it sets cuBLAS's workspace for deterministic kernels
-    train_set, val_set = Dataset.load(Path("data/split"), "train", device), Dataset.load(Path("data/split"), "val", device)
+    split = stage_path("split", "--out")
+    train_set, val_set = Dataset.load(split, "train", device), Dataset.load(split, "val", device)
     return train_set, val_set, torch.from_numpy(normalization.black_pixel())
 
 
@@ -60,7 +79,7 @@ def plain_loop_seconds(epochs: int) -> float:
 def numerics_cost(repeats: int) -> None:
     """Pinned against native numerics: each is a process of its own (MKL and ATen read their settings
     once), run in alternation so that a slow spell on a shared machine slows both."""
-    child = "import sys; from pipeline.bench import plain_loop_seconds; print(plain_loop_seconds(int(sys.argv[1])))"
+    child = "import sys; from pipeline.commands.bench.command import plain_loop_seconds; print(plain_loop_seconds(int(sys.argv[1])))"
     # This process's environment holds the pinned values: the native child runs without them.
     machine_defaults = {name: value for name, value in os.environ.items() if name not in PINNED}
     fastest = {mode: float("inf") for mode in MODES}
@@ -77,37 +96,38 @@ def numerics_cost(repeats: int) -> None:
     )
 
 
-def speed_table(repeats: int, device: torch.device) -> list[Timing]:
+def speed_table(repeats: int, device: torch.device) -> tuple[list[Timing], int]:
+    """The fastest of `repeats` epochs of each method, and the number of images in an epoch."""
     params = load_params()
     plain = without_augmentation(params)
+    other = other_backward(plain)
     train_set, val_set, background = load_training_sets(device)
-
-    def with_batch(source, batch_size: int):
-        return source.model_copy(update={"train": source.train.model_copy(update={"batch_size": batch_size})})
-
-    batch = params.train.batch_size
+    raw, images, batch = stage_path("download", "--out"), len(train_set.labels), params.train.batch_size
     methods = [
-        ("canonical DataLoader idiom", batch, lambda: canonical_epoch(Path("data/raw"), plain, batch, device)),
-        ("project loop", batch, lambda: project_epoch(train_set, val_set, plain, background)),
-        ("project loop + augmentation", batch, lambda: project_epoch(train_set, val_set, params, background)),
-        ("project loop", 512, lambda: project_epoch(train_set, val_set, with_batch(plain, 512), background)),
-        ("compute floor", 512, lambda: floor_epoch(train_set, plain, 512)),
-        ("compute floor", 4096, lambda: floor_epoch(train_set, plain, 4096)),
+        (CANONICAL, batch, lambda: canonical_epoch(raw, images, plain, batch, device)),
+        (PROJECT, batch, lambda: project_epoch(train_set, val_set, plain, background)),
+        (f"{PROJECT} + augmentation", batch, lambda: project_epoch(train_set, val_set, params, background)),
+        (PROJECT, 512, lambda: project_epoch(train_set, val_set, with_train(plain, batch_size=512), background)),
+        (FLOOR, 512, lambda: floor_epoch(train_set, plain, 512)),
+        (FLOOR, 4096, lambda: floor_epoch(train_set, plain, 4096)),
     ]
+    if other is not None:
+        methods.insert(2, (f"{PROJECT}, {other.train.backward} backward", batch, lambda: project_epoch(train_set, val_set, other, background)))
     fastest = best_of_interleaved(repeats, [measure for _, _, measure in methods])
-    return [Timing(method, batch_size, seconds) for (method, batch_size, _), seconds in zip(methods, fastest)]
+    return [Timing(method, batch_size, seconds) for (method, batch_size, _), seconds in zip(methods, fastest)], images
 
 
-def print_speed(timings: list[Timing], device: torch.device) -> None:
-    canonical = timings[0].seconds_per_epoch
-    floor = timings[-1].seconds_per_epoch
+def print_speed(timings: list[Timing], images: int, device: torch.device) -> None:
+    canonical = next(t.seconds_per_epoch for t in timings if t.method == CANONICAL)
+    floor = min((t for t in timings if t.method == FLOOR), key=lambda t: t.seconds_per_epoch)
     numerics = ", ".join(f"{key} {value}" for key, value in numerics_fingerprint(device).items())
-    click.echo(f"\ntraining speed ({numerics}); seconds per epoch of 54,000 images")
-    click.echo(f"{'method':<30} {'batch':>6} {'s/epoch':>8} {'speed-up vs canonical':>22} {'vs floor (4096)':>16}")
+    click.echo(f"\ntraining speed ({numerics}); seconds per epoch of {images:,} images, {load_params().train.backward} backward unless named")
+    click.echo(f"{'method':<34} {'batch':>6} {'s/epoch':>8} {'speed-up vs canonical':>22} {f'vs floor ({floor.batch_size})':>16}")
     for timing in timings:
         seconds = timing.seconds_per_epoch
         click.echo(
-            f"{timing.method:<30} {timing.batch_size:>6} {seconds:>8.3f} {canonical / seconds:>21.1f}x {seconds / floor:>15.2f}x"
+            f"{timing.method:<34} {timing.batch_size:>6} {seconds:>8.3f} {canonical / seconds:>21.1f}x "
+            f"{seconds / floor.seconds_per_epoch:>15.2f}x"
         )
 
 
@@ -115,13 +135,13 @@ def dvc_table() -> None:
     """Each stage's time and peak memory, then whole `dvc repro` times, measured in a throwaway copy
     of the project whose download reads this project's data/raw: nothing here is rerun or
     rewritten, and no network is needed."""
-    raw = Path("data/raw").resolve()
+    raw = stage_path("download", "--out").resolve()
     if not raw.is_dir():
-        raise PipelineError("data/raw not found: run dvc repro before python -m pipeline bench")
-    stages = list(yaml.safe_load(Path("dvc.yaml").read_text())["stages"])
+        raise PipelineError(f"{raw} not found: run dvc repro before python -m pipeline bench")
+    stages = stage_names()
     with tempfile.TemporaryDirectory(prefix="bench-") as folder:
         project = Path(folder)
-        for name in ("dvc.yaml", "params.yaml"):
+        for name in (PIPELINE_FILE, "params.yaml"):
             shutil.copy(name, project / name)
         shutil.copytree("pipeline", project / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
         environment = os.environ | {MIRROR_VARIABLE: str(raw)}
@@ -156,7 +176,7 @@ def main(repeats: int, device: str, skip_dvc: bool, debug: bool) -> None:
 
     def action() -> None:
         where = resolve_device(device, setting="--device")
-        print_speed(speed_table(repeats, where), where)
+        print_speed(*speed_table(repeats, where), where)
         if where.type == "cpu":
             numerics_cost(repeats)
         if not skip_dvc:

@@ -2,9 +2,10 @@
 
 - canonical: torchvision's MNIST dataset with ToTensor + Normalize per sample, and a DataLoader;
 - project: this project's training loop (tensors in memory, batched augmentation);
-- floor: the project's forward, backward and optimizer step over pre-sliced tensors, nothing else.
+- floor: forward, loss, autograd's backward and the optimizer step over pre-sliced tensors, nothing else.
 
-Each is timed over whole epochs of the 54,000 training images after a warm-up.
+Each is timed over one whole epoch of as many images as the split stage's training set holds,
+after a warm-up.
 """
 
 from __future__ import annotations
@@ -21,13 +22,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pipeline.lib.backprop import gradient_step
 from pipeline.lib.mnist import OFFICIAL_FILES
 from pipeline.lib.model import build_mlp
 from pipeline.lib.params import Params
 from pipeline.lib.training import Dataset, make_optimizer, train
 
-TRAIN_IMAGES = 54_000
 WARMUP_STEPS = 20
 
 
@@ -58,8 +57,9 @@ def finish(device: torch.device) -> float:
     return time.perf_counter()
 
 
-def canonical_epoch(raw_dir: Path, params: Params, batch_size: int, device: torch.device) -> float:
-    """The idiom of most tutorials: per-sample transforms through a DataLoader, batches moved to the device."""
+def canonical_epoch(raw_dir: Path, images: int, params: Params, batch_size: int, device: torch.device) -> float:
+    """The idiom of most tutorials: per-sample transforms through a DataLoader, batches moved to the device,
+    over the first `images` of the official training set."""
     from torchvision import datasets, transforms
 
     with tempfile.TemporaryDirectory() as root:
@@ -70,12 +70,12 @@ def canonical_epoch(raw_dir: Path, params: Params, batch_size: int, device: torc
                 shutil.copyfileobj(source, sink)
         transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
         dataset = datasets.MNIST(root, train=True, download=False, transform=transform)
-        subset = torch.utils.data.Subset(dataset, range(TRAIN_IMAGES))
+        subset = torch.utils.data.Subset(dataset, range(images))
         loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=True)
         model = build_mlp(params.model).to(device)
         # As tutorials write it: torch.optim.Adam with PyTorch's default (unfused) implementation.
         optimizer = torch.optim.Adam(model.parameters(), lr=params.train.optimizer.lr)
-        step = _tutorial_step(model, optimizer)
+        step = autograd_step(model, optimizer)
         for index, (images, labels) in enumerate(loader):  # warm-up
             step(images.flatten(1).to(device), labels.to(device))
             if index == WARMUP_STEPS:
@@ -98,17 +98,11 @@ def project_epoch(train_set: Dataset, val_set: Dataset, params: Params, backgrou
 
 
 def floor_epoch(train_set: Dataset, params: Params, batch_size: int) -> float:
-    """Only the arithmetic: forward, loss, backward, step over batches sliced in advance."""
+    """Only the arithmetic: forward, loss, backward, step over batches sliced in advance, with the
+    project's (fused) optimizer."""
     device = train_set.inputs.device
     model = build_mlp(params.model).to(device)
-    model.train()
-    optimizer = make_optimizer(model, params.train)
-    step_gradients = gradient_step(model, params.train)
-
-    def step(inputs: torch.Tensor, labels: torch.Tensor) -> None:
-        step_gradients(inputs, labels)
-        optimizer.step()
-
+    step = autograd_step(model, make_optimizer(model, params.train))
     batches = [
         (train_set.inputs[start : start + batch_size], train_set.labels[start : start + batch_size])
         for start in range(0, len(train_set.labels), batch_size)
@@ -121,7 +115,8 @@ def floor_epoch(train_set: Dataset, params: Params, batch_size: int) -> float:
     return finish(device) - started
 
 
-def _tutorial_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Callable[[torch.Tensor, torch.Tensor], None]:
+def autograd_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """The training step as pytorch/examples writes it: forward, loss, zero_grad, backward, step."""
     model.train()
 
     def step(inputs: torch.Tensor, labels: torch.Tensor) -> None:

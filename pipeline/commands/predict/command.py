@@ -14,9 +14,10 @@ from pathlib import Path
 import click
 import numpy as np
 
+from pipeline.commands.predict.digitize import read_image, to_mnist
 from pipeline.lib.cli import PATH, run_reporting_errors
-from pipeline.lib.digitize import read_image, to_mnist
 from pipeline.lib.errors import PipelineError
+from pipeline.lib.layout import stage_path
 from pipeline.lib.mnist import read_idx
 from pipeline.lib.model import load_model, probabilities
 
@@ -44,8 +45,8 @@ def collect(paths: tuple[Path, ...]) -> list[tuple[str, np.ndarray]]:
     return digits
 
 
-def predict(model_path: Path, paths: tuple[Path, ...], as_json: bool, batch_size: int = 4096) -> None:
-    model = load_model(model_path)
+def predict(model_path: Path | None, paths: tuple[Path, ...], as_json: bool, batch_size: int = 4096) -> None:
+    model = load_model(model_path or stage_path("train", "--model"))
     digits = collect(paths)
     images = np.stack([image for _, image in digits])
     probs = probabilities(model.network, model.normalization.apply(images), batch_size)
@@ -64,7 +65,7 @@ def predict(model_path: Path, paths: tuple[Path, ...], as_json: bool, batch_size
 
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, type=PATH)
-@click.option("--model", "model_path", type=PATH, default=Path("data/model/model.pt"), show_default=True)
+@click.option("--model", "model_path", type=PATH, help="Model file  [default: what the train stage writes, per dvc.yaml]")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: input, digit and top-3 probabilities.")
 @click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
 def main(inputs: tuple[Path, ...], model_path: Path, as_json: bool, debug: bool) -> None:
