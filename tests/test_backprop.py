@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from conftest import small_params
 from pipeline.lib.backprop import loss_and_gradients
-from pipeline.lib.model import build_mlp
+from pipeline.lib.model import build_model
 from pipeline.lib.params import MANUAL_BACKWARD_ACTIVATIONS, Params
 from pipeline.lib import training
 from pipeline.lib.training import Dataset, train
@@ -36,7 +36,7 @@ def autograd_loss_and_gradients(model, inputs, labels):
 def both_passes(config: Params, seed: int) -> list[tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]]:
     """Loss, logits and gradients from each pass, on identical copies of one model and two batches."""
     torch.manual_seed(0)
-    model = build_mlp(config.model).train()
+    model = build_model(config.model).train()
     outcomes = []
     for backward in (loss_and_gradients, autograd_loss_and_gradients):
         network = copy.deepcopy(model)
@@ -65,7 +65,7 @@ def trained_weights(config: Params) -> list[torch.Tensor]:
     generator = torch.Generator().manual_seed(1)
     data = Dataset(torch.randn(256, 784, generator=generator), torch.randint(0, 10, (256,), generator=generator))
     torch.manual_seed(0)
-    model = build_mlp(config.model)
+    model = build_model(config.model)
     train(model, data, data, config.train, torch.full((784,), -0.4), lambda _: None)
     return [parameter.detach().clone() for parameter in model.parameters()]
 

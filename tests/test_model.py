@@ -12,7 +12,7 @@ from torch import nn
 
 from conftest import small_params
 from pipeline.lib.errors import PipelineError
-from pipeline.lib.model import build_mlp, load_model, save_model
+from pipeline.lib.model import build_model, first_layer_weights, load_model, save_model
 from pipeline.lib.normalization import Normalization
 from pipeline.lib.params import Model
 
@@ -26,31 +26,48 @@ def count(network: nn.Module) -> int:
 
 
 def test_empty_hidden_sizes_is_logistic_regression():
-    network = build_mlp(model_params(hidden_sizes=[]))
+    network = build_model(model_params(hidden_sizes=[]))
     assert count(network) == 7850 and len(network) == 1
 
 
+def test_cnn_is_seed_002s_lenet_with_the_head_of_hidden_sizes():
+    network = build_model(model_params(architecture="cnn", hidden_sizes=[120, 84]))
+    convolutions = [m for m in network if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convolutions] == [(1, 6, (5, 5)), (6, 16, (5, 5))]
+    assert [m.in_features for m in network if isinstance(m, nn.Linear)] == [256, 120, 84]
+    assert count(network) == (6 * 25 + 6) + (16 * 6 * 25 + 16) + (256 * 120 + 120) + (120 * 84 + 84) + (84 * 10 + 10)
+    assert network(torch.randn(3, 784)).shape == (3, 10)
+    assert first_layer_weights(network).shape == (6, 25)  # kernels, shown as 5x5 images by analyze
+
+
+@pytest.mark.parametrize("init", ["gaussian", "uniform", "glorot", "kaiming"])
+def test_init_draws_the_convolutions_too(init):
+    torch.manual_seed(0)
+    network = build_model(model_params(architecture="cnn", init=init))
+    assert all(torch.count_nonzero(m.bias) == 0 for m in network if isinstance(m, (nn.Conv2d, nn.Linear)))
+
+
 def test_tutorial_architecture():
-    network = build_mlp(model_params(hidden_sizes=[250, 100]))
+    network = build_model(model_params(hidden_sizes=[250, 100]))
     assert [m.out_features for m in network if isinstance(m, nn.Linear)] == [250, 100, 10]
     assert count(network) == 784 * 250 + 250 + 250 * 100 + 100 + 100 * 10 + 10
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "gelu", "leaky_relu"])
 def test_activation_is_used(activation):
-    network = build_mlp(model_params(activation=activation))
+    network = build_model(model_params(activation=activation))
     assert type(network[1]).__name__.lower().replace("_", "") == activation.replace("_", "")
 
 
 def test_batch_norm_and_dropout_layers():
-    network = build_mlp(model_params(hidden_sizes=[64, 32], batch_norm=True, dropout=0.2))
+    network = build_model(model_params(hidden_sizes=[64, 32], batch_norm=True, dropout=0.2))
     kinds = [type(m).__name__ for m in network]
     assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Dropout", "Linear", "BatchNorm1d", "ReLU", "Dropout", "Linear"]
 
 
 def test_dropout_is_active_in_training_and_off_in_evaluation():
     torch.manual_seed(0)
-    network = build_mlp(model_params(hidden_sizes=[512], dropout=0.5))
+    network = build_model(model_params(hidden_sizes=[512], dropout=0.5))
     inputs = torch.randn(4, 784)
     network.train()
     assert not torch.equal(network(inputs), network(inputs))
@@ -62,7 +79,7 @@ def test_dropout_is_active_in_training_and_off_in_evaluation():
 def test_glorot_is_the_textbook_one_for_every_activation(activation):
     """U(+-sqrt(6 / (fan_in + fan_out))): variance 2 / (fan_in + fan_out), as Keras and the NumPy assignments draw it."""
     torch.manual_seed(0)
-    network = build_mlp(model_params(hidden_sizes=[500], init="glorot", activation=activation))
+    network = build_model(model_params(hidden_sizes=[500], init="glorot", activation=activation))
     weight = network[0].weight
     assert weight.var().item() == pytest.approx(2 / (784 + 500), rel=0.02)
     assert weight.abs().max().item() <= (6 / (784 + 500)) ** 0.5
@@ -72,26 +89,26 @@ def test_glorot_is_the_textbook_one_for_every_activation(activation):
 @pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "gelu", "leaky_relu"])
 @pytest.mark.parametrize("init", ["default", "gaussian", "uniform", "glorot", "kaiming"])
 def test_every_init_works_with_every_activation(init, activation):
-    network = build_mlp(model_params(init=init, activation=activation))
+    network = build_model(model_params(init=init, activation=activation))
     assert torch.isfinite(network(torch.randn(4, 784))).all()
 
 
 def test_gaussian_init_uses_the_given_std_and_zero_biases():
     torch.manual_seed(0)
-    network = build_mlp(model_params(hidden_sizes=[64], init="gaussian", init_std=0.1))
+    network = build_model(model_params(hidden_sizes=[64], init="gaussian", init_std=0.1))
     assert network[0].weight.std().item() == pytest.approx(0.1, rel=0.02)
     assert torch.count_nonzero(network[2].bias) == 0
 
 
 def test_kaiming_variance():
     torch.manual_seed(0)
-    network = build_mlp(model_params(hidden_sizes=[500], init="kaiming"))
+    network = build_model(model_params(hidden_sizes=[500], init="kaiming"))
     assert network[0].weight.var().item() == pytest.approx(2 / 784, rel=0.03)
 
 
 def test_model_file_round_trip_with_weights_only(tmp_path):
     params = model_params(hidden_sizes=[16, 8], batch_norm=True)
-    network = build_mlp(params)
+    network = build_model(params)
     normalization = Normalization("standard", np.full(784, 0.13, np.float32), np.full(784, 0.31, np.float32))
     save_model(tmp_path / "m.pt", network, params, normalization)
     payload = torch.load(tmp_path / "m.pt", weights_only=True)
@@ -105,7 +122,7 @@ def test_model_file_round_trip_with_weights_only(tmp_path):
 
 def test_same_model_same_bytes_whatever_the_file_name(tmp_path):
     params = model_params()
-    network = build_mlp(params)
+    network = build_model(params)
     normalization = Normalization("unit", np.zeros(784, np.float32), np.ones(784, np.float32))
     save_model(tmp_path / "a.pt", network, params, normalization)
     save_model(tmp_path / "b.pt", network, params, normalization)
@@ -138,7 +155,7 @@ def test_a_torch_file_of_another_kind_is_refused(tmp_path):
 
 def test_changed_weights_fail_the_integrity_check(tmp_path):
     params = model_params()
-    save_model(tmp_path / "m.pt", build_mlp(params), params, Normalization("unit", np.zeros(784, np.float32), np.ones(784, np.float32)))
+    save_model(tmp_path / "m.pt", build_model(params), params, Normalization("unit", np.zeros(784, np.float32), np.ones(784, np.float32)))
     payload = torch.load(tmp_path / "m.pt", weights_only=True)
     payload["state_dict"]["0.weight"][0, 0] += 1.0
     torch.save(payload, tmp_path / "m.pt")
@@ -148,7 +165,7 @@ def test_changed_weights_fail_the_integrity_check(tmp_path):
 
 def test_uniform_init_bound_is_one_over_sqrt_fan_in():
     torch.manual_seed(0)
-    network = build_mlp(model_params(hidden_sizes=[300], init="uniform"))
+    network = build_model(model_params(hidden_sizes=[300], init="uniform"))
     bound = 1 / 784**0.5
     weight = network[0].weight
     assert weight.abs().max().item() <= bound and weight.abs().max().item() > 0.99 * bound

@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from conftest import small_params, write_params
 from pipeline.stages import split
 from pipeline.lib.device import make_deterministic, numerics_fingerprint
-from pipeline.lib.model import build_mlp, probabilities
+from pipeline.lib.model import build_model, probabilities
 from pipeline.lib.params import Params
 from pipeline.lib.pinning import PINNED, pin_numerics
 from pipeline.lib.training import Dataset, train
@@ -41,7 +41,7 @@ def weights_digest() -> str:
     work for its GEMMs to split across two threads."""
     params = Params.model_validate(small_params(model={"hidden_sizes": [250, 100]}, train={"epochs": 1, "batch_size": 64}))
     make_deterministic(0)
-    model = build_mlp(params.model)
+    model = build_model(params.model)
     train(model, synthetic(2000, 0), synthetic(500, 1), params.train, torch.full((784,), -0.2), lambda _: None)
     return hashlib.sha256(b"".join(t.numpy().tobytes() for t in model.state_dict().values())).hexdigest()
 
@@ -75,7 +75,7 @@ def test_this_process_runs_the_pinned_numerics():
 
 
 def test_results_do_not_depend_on_where_the_input_sits_in_memory():
-    network = build_mlp(Params.model_validate(small_params(model={"hidden_sizes": [250, 100]})).model)
+    network = build_model(Params.model_validate(small_params(model={"hidden_sizes": [250, 100]})).model)
     rows = np.random.default_rng(0).standard_normal((300, 784)).astype(np.float32)
     expected = probabilities(network, rows, 128)
     for offset in range(1, 16):  # 4 to 60 bytes past NumPy's own alignment

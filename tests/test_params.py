@@ -96,6 +96,7 @@ def test_cycling_momentum_needs_onecycle(tmp_path):
     ("overrides", "named"),
     [
         ({"model": {"batch_norm": True}}, "model.batch_norm"),
+        ({"model": {"architecture": "cnn"}}, "model.architecture"),
         ({"model": {"activation": "gelu"}}, "model.activation"),
         ({"train": {"loss": "mse"}}, "train.loss"),
         ({"train": {"l1": 1e-5, "l2": 1e-4}}, "train.l1, train.l2"),

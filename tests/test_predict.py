@@ -17,7 +17,7 @@ from pipeline.commands.predict import command as predict
 from pipeline.commands.predict.digitize import to_mnist
 from pipeline.lib.device import make_deterministic
 from pipeline.lib.mnist import load_official
-from pipeline.lib.model import build_mlp, load_model, probabilities, save_model
+from pipeline.lib.model import build_model, load_model, probabilities, save_model
 from pipeline.lib.normalization import Normalization
 from pipeline.lib.params import Params
 from pipeline.lib.training import Dataset, train
@@ -34,7 +34,7 @@ def mnist_model(tmp_path_factory, shared_mnist) -> tuple[Path, np.ndarray, np.nd
     train_digits, test_digits = load_official(shared_mnist, "train"), load_official(shared_mnist, "test")
     normalization = Normalization.fit(train_digits.images, params.preprocess)
     make_deterministic(0)
-    network = build_mlp(params.model)
+    network = build_model(params.model)
 
     def dataset(images, labels):
         return Dataset(torch.from_numpy(normalization.apply(images)), torch.from_numpy(labels).long())

@@ -87,10 +87,13 @@ def test_all_stages_chain_on_synthetic_data(tmp_path, raw_dir, params_file, run_
     assert torch.allclose(payload["normalization"]["mean"], torch.tensor(json.loads(paths["stats"].read_text())["mean"]))
 
 
-def test_analyze_handles_logistic_regression(tmp_path, raw_dir, run_stage):
-    params_file = write_params(tmp_path / "params.yaml", small_params(model={"hidden_sizes": []}))
+@pytest.mark.parametrize("model", [{"hidden_sizes": []}, {"architecture": "cnn", "hidden_sizes": [120, 84]}, {"architecture": "cnn", "hidden_sizes": []}])
+def test_every_stage_handles_logistic_regression_and_the_cnn(tmp_path, raw_dir, run_stage, model):
+    params_file = write_params(tmp_path / "params.yaml", small_params(model=model))
     paths = run_pipeline(run_stage, params_file, raw_dir, tmp_path)
-    assert (paths["analysis"] / "first_layer_weights.png").exists()
+    assert json.loads(paths["metrics"].read_text())["accuracy"] > 0.5
+    assert torch.load(paths["model"], weights_only=True)["architecture"] == {**small_params()["model"], **model}
+    assert (paths["analysis"] / "first_layer_weights.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_download_stage_from_a_folder_mirror(tmp_path, params_file, run_stage, shared_mnist, monkeypatch):

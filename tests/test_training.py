@@ -7,7 +7,7 @@ import torch
 
 from conftest import small_params, synthetic_digits
 from pipeline.lib.augment import Augmenter
-from pipeline.lib.model import build_mlp
+from pipeline.lib.model import build_model
 from pipeline.lib.params import Augment, Params
 from pipeline.lib.device import make_deterministic
 from pipeline.lib import training
@@ -25,7 +25,7 @@ def dataset(count: int, seed: int) -> Dataset:
 def run(**train_overrides) -> tuple[torch.nn.Module, object]:
     params = Params.model_validate(small_params(train=train_overrides))
     make_deterministic(params.train.seed)
-    model = build_mlp(params.model)
+    model = build_model(params.model)
     result = train(model, dataset(300, 0), dataset(100, 1), params.train, torch.full((784,), -0.2), lambda _: None)
     return model, result
 
@@ -124,7 +124,7 @@ def momentum_seen(optimizer: dict, cycle_momentum: bool) -> list[float]:
     """The momentum (Adam: beta1) that each of 20 onecycle steps runs with."""
     schedule = {"name": "onecycle", "cycle_momentum": cycle_momentum}
     params = Params.model_validate(small_params(train={"epochs": 2, "optimizer": optimizer, "lr_schedule": schedule}))
-    optimizer = training.make_optimizer(build_mlp(params.model), params.train)
+    optimizer = training.make_optimizer(build_model(params.model), params.train)
     scheduler = training.make_schedule(optimizer, params.train, steps_per_epoch=10)
     seen = []
     for _ in range(20):
@@ -148,7 +148,7 @@ def test_non_finite_validation_loss_stops_with_one_line_even_in_one_epoch():
     broken = dataset(100, 1)
     broken.inputs[0, 0] = float("nan")
     with pytest.raises(TrainingDiverged, match=r"^training diverged: validation loss nan at epoch 1 with lr 0.001: lower"):
-        train(build_mlp(params.model), dataset(300, 0), broken, params.train, torch.full((784,), -0.2), lambda _: None)
+        train(build_model(params.model), dataset(300, 0), broken, params.train, torch.full((784,), -0.2), lambda _: None)
 
 
 def test_cosine_and_onecycle_shapes():
@@ -178,3 +178,12 @@ def test_rotations_are_uniform_over_the_range():
     degrees = torch.rad2deg(torch.atan2(transforms[:, 1, 0], transforms[:, 0, 0]))
     assert degrees.abs().max() <= 5.0 and degrees.abs().max() > 4.99
     assert torch.histc(degrees, bins=10, min=-5, max=5).min() > 1800  # ~2,000 per bin when uniform
+
+
+def test_penalties_cover_the_convolutions_and_skip_biases():
+    network = build_model(Params.model_validate(small_params(model={"architecture": "cnn", "hidden_sizes": [20]})).model)
+    weights = [m.weight for m in network if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert len(weights) == 4
+    expected = sum(0.1 * w.abs().sum() + 0.01 * w.pow(2).sum() for w in weights)
+    assert training.weight_penalty(network, 0.1, 0.01).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert training.weight_penalty(network, 0.0, 0.0) == 0.0

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pipeline.lib.atomic import atomic_path  # noqa: E402
-from pipeline.lib.mnist import CLASS_NAMES, IMAGE_SIDE  # noqa: E402
+from pipeline.lib.mnist import CLASS_NAMES  # noqa: E402
 
 
 def save_figure(figure: plt.Figure, path: Path) -> None:
@@ -37,7 +37,7 @@ def confusion_figure(matrix: np.ndarray, title: str) -> plt.Figure:
 
 
 def digit_grid(images: np.ndarray, captions: list[str], title: str, diverging: bool = False) -> plt.Figure:
-    """Small multiples of 28x28 images (or 784-long rows), each with a caption.
+    """Small multiples of square images (or their flattened rows, e.g. 784 long), each with a caption.
 
     `diverging` draws signed values (weights) red for positive, blue for negative, centred on 0.
     """
@@ -47,7 +47,8 @@ def digit_grid(images: np.ndarray, captions: list[str], title: str, diverging: b
     for axes in grid.flat:
         axes.axis("off")
     for axes, image, caption in zip(grid.flat, images, captions):
-        picture = np.asarray(image).reshape(IMAGE_SIDE, IMAGE_SIDE)
+        side = math.isqrt(np.asarray(image).size)
+        picture = np.asarray(image).reshape(side, side)
         if diverging:
             limit = float(np.abs(picture).max()) or 1.0
             axes.imshow(picture, cmap="RdBu_r", vmin=-limit, vmax=limit)

@@ -1,4 +1,5 @@
-"""The MLP, its initializations, and the self-describing model file.
+"""The network (an MLP, or the same head behind LeNet-style convolutions), its initializations,
+and the self-describing model file.
 
 The model file holds only tensors, numbers, strings and lists, so it loads
 with `torch.load(..., weights_only=True)`: opening a file never runs its code.
@@ -26,7 +27,9 @@ from pipeline.lib.normalization import Normalization
 from pipeline.lib.params import Model as ModelParams
 
 INPUT_SIZE = IMAGE_SIDE * IMAGE_SIDE
-FORMAT_VERSION = 1
+# Two blocks of 5x5 convolution (no padding) and 2x2 max-pooling take 28x28 to 16 maps of 4x4.
+CONV_CHANNELS, CONV_KERNEL, CONV_FEATURES = (6, 16), 5, 16 * 4 * 4
+FORMAT_VERSION = 2
 ACTIVATIONS = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
@@ -36,13 +39,23 @@ ACTIVATIONS = {
 }
 
 
-def build_mlp(params: ModelParams) -> nn.Sequential:
-    """784 -> hidden sizes -> 10 logits; `hidden_sizes: []` is multinomial logistic regression.
+def build_model(params: ModelParams) -> nn.Sequential:
+    """Standardized rows (N, 784) -> 10 logits.
 
+    `mlp`: 784 -> hidden sizes -> 10; `hidden_sizes: []` is multinomial logistic regression.
     Each hidden block is Linear, [BatchNorm1d], activation, [Dropout].
+    `cnn`: the convolutions of seed 002's LeNet-style network (conv 1-6 5x5, activation, max-pool,
+    conv 6-16 5x5, activation, max-pool) in front of the same head on their 256 features; with
+    `hidden_sizes: [120, 84]` and relu it is that network.
     """
     layers: list[nn.Module] = []
     width = INPUT_SIZE
+    if params.architecture == "cnn":
+        layers.append(nn.Unflatten(1, (1, IMAGE_SIDE, IMAGE_SIDE)))
+        for channels_in, channels_out in zip((1, CONV_CHANNELS[0]), CONV_CHANNELS):
+            layers += [nn.Conv2d(channels_in, channels_out, CONV_KERNEL), ACTIVATIONS[params.activation](), nn.MaxPool2d(2)]
+        layers.append(nn.Flatten())
+        width = CONV_FEATURES
     for hidden in params.hidden_sizes:
         layers.append(nn.Linear(width, hidden))
         if params.batch_norm:
@@ -57,8 +70,13 @@ def build_mlp(params: ModelParams) -> nn.Sequential:
     return model
 
 
+def weighted_layers(model: nn.Module) -> list[nn.Linear | nn.Conv2d]:
+    """The layers whose weights init draws and L1/L2 penalize (not biases, not batch norm)."""
+    return [layer for layer in model.modules() if isinstance(layer, (nn.Linear, nn.Conv2d))]
+
+
 def initialize(model: nn.Module, params: ModelParams) -> None:
-    """Re-draw every Linear layer's weights as `params.init` says (default keeps PyTorch's).
+    """Re-draw every Linear and Conv2d layer's weights as `params.init` says (default keeps PyTorch's).
 
     As the NumPy assignments and Keras define them, whatever the activation: glorot is
     U(+-sqrt(6 / (fan_in + fan_out))), kaiming is He's U(+-sqrt(6 / fan_in)), uniform is
@@ -66,13 +84,11 @@ def initialize(model: nn.Module, params: ModelParams) -> None:
     """
     if params.init == "default":
         return
-    for layer in model.modules():
-        if not isinstance(layer, nn.Linear):
-            continue
+    for layer in weighted_layers(model):
         if params.init == "gaussian":
             nn.init.normal_(layer.weight, std=params.init_std)
         elif params.init == "uniform":
-            bound = 1 / math.sqrt(layer.in_features)
+            bound = 1 / math.sqrt(layer.weight[0].numel())  # fan-in: the inputs of one unit
             nn.init.uniform_(layer.weight, -bound, bound)
         elif params.init == "glorot":
             nn.init.xavier_uniform_(layer.weight)
@@ -101,8 +117,9 @@ def last_hidden(network: nn.Sequential, rows: np.ndarray, batch_size: int) -> np
 
 
 def first_layer_weights(network: nn.Sequential) -> np.ndarray:
-    """(units, 784): each first-layer unit's weights, viewable as a 28x28 template."""
-    return network[0].weight.detach().cpu().numpy()
+    """(units, side * side): each first weighted layer's unit (or convolution kernel), viewable as a square image."""
+    first = weighted_layers(network)[0]
+    return first.weight.detach().cpu().reshape(first.weight.shape[0], -1).numpy()
 
 
 def save_model(path: Path, model: nn.Module, params: ModelParams, normalization: Normalization) -> None:
@@ -150,6 +167,7 @@ class LoadedModel:
     """A model file opened safely: the network in eval mode and the standardization it expects."""
 
     network: nn.Sequential
+    architecture: ModelParams
     normalization: Normalization
     class_names: list[str]
 
@@ -170,7 +188,8 @@ def load_model(path: Path) -> LoadedModel:
             raise ValueError("format version")
         if payload["sha256"] != fingerprint(payload):
             raise PipelineError(f"{path} fails its integrity check (its bytes changed after training): retrain with dvc repro train")
-        network = build_mlp(ModelParams.model_validate(payload["architecture"]))
+        architecture = ModelParams.model_validate(payload["architecture"])
+        network = build_model(architecture)
         network.load_state_dict(payload["state_dict"])
         stats = payload["normalization"]
         normalization = Normalization(stats["mode"], stats["mean"].numpy(), stats["std"].numpy())
@@ -180,4 +199,4 @@ def load_model(path: Path) -> LoadedModel:
             f"{path} is not a model file of this pipeline (format {FORMAT_VERSION}): retrain with dvc repro train"
         ) from None
     network.eval()
-    return LoadedModel(network, normalization, class_names)
+    return LoadedModel(network, architecture, normalization, class_names)

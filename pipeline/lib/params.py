@@ -43,6 +43,7 @@ class Split(Section):
 
 
 class Model(Section):
+    architecture: Literal["mlp", "cnn"]
     hidden_sizes: list[Annotated[int, Field(ge=1)]]
     activation: Literal["relu", "tanh", "sigmoid", "gelu", "leaky_relu"]
     dropout: float = Field(ge=0, lt=1)
@@ -128,6 +129,7 @@ class Params(Section):
         if self.train.backward == "autograd":
             return self
         unsupported = {
+            "model.architecture": self.model.architecture != "mlp",
             "model.activation": self.model.activation not in MANUAL_BACKWARD_ACTIVATIONS,
             "model.batch_norm": self.model.batch_norm,
             "train.loss": self.train.loss != "cross_entropy",
@@ -137,7 +139,7 @@ class Params(Section):
         if any(unsupported.values()):
             raise ValueError(
                 f"train.backward: manual does not cover {', '.join(key for key, bad in unsupported.items() if bad)} "
-                f"(it covers activations {', '.join(MANUAL_BACKWARD_ACTIVATIONS)}, dropout, no batch norm, "
+                f"(it covers the mlp with activations {', '.join(MANUAL_BACKWARD_ACTIVATIONS)}, dropout, no batch norm, "
                 "cross_entropy with l1 = l2 = 0): set train.backward: autograd"
             )
         return self

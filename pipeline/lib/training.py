@@ -21,6 +21,7 @@ from torch import nn
 from pipeline.lib.augment import Augmenter
 from pipeline.lib.backprop import loss_and_gradients
 from pipeline.lib.errors import PipelineError
+from pipeline.lib.model import weighted_layers
 from pipeline.lib.params import Train
 from pipeline.lib.storage import read_pair
 
@@ -82,10 +83,11 @@ def loss_function(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Ten
 
 
 def weight_penalty(model: nn.Module, l1: float, l2: float) -> torch.Tensor | float:
-    """L1 and L2 penalties on Linear weights; biases and batch-norm scales are not penalized."""
+    """L1 and L2 penalties on Linear and Conv2d weights (biases and batch-norm scales are not
+    penalized); 0 when both are off, so the plain loss's graph is unchanged."""
     if l1 == 0 and l2 == 0:
         return 0.0
-    weights = [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
+    weights = [layer.weight for layer in weighted_layers(model)]
     return sum(l1 * w.abs().sum() + l2 * w.pow(2).sum() for w in weights)
 
 

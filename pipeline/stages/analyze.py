@@ -32,7 +32,8 @@ def pca_view(rows: np.ndarray, labels: np.ndarray, title: str, path: Path) -> No
 @stage_command
 def main(params: Params, model_path: Path, data: Path, predictions: Path, out: Path) -> None:
     settings = params.analyze
-    network = load_model(model_path).network
+    model = load_model(model_path)
+    network, architecture = model.network, model.architecture
     images, labels = read_pair(data, "test")
     probs = read_array(predictions)
     predicted, confidence = probs.argmax(1), probs.max(1)
@@ -43,18 +44,25 @@ def main(params: Params, model_path: Path, data: Path, predictions: Path, out: P
 
     sample = np.sort(np.random.default_rng(0).choice(len(labels), min(settings.pca_points, len(labels)), replace=False))
     weights = first_layer_weights(network)[:MAX_TEMPLATES]
-    hidden_sizes = params.model.hidden_sizes
-    weight_captions = [f"unit {i}" for i in range(len(weights))] if hidden_sizes else list(CLASS_NAMES)
+    hidden_sizes, convolutional = architecture.hidden_sizes, architecture.architecture == "cnn"
+    if convolutional:
+        weight_captions, weights_title = [f"kernel {i}" for i in range(len(weights))], "first-layer 5x5 convolution kernels"
+    else:
+        weight_captions = [f"unit {i}" for i in range(len(weights))] if hidden_sizes else list(CLASS_NAMES)
+        weights_title = "first-layer weights as 28x28 templates"
+    if hidden_sizes:
+        layer = f"last hidden layer ({hidden_sizes[-1]} units)"
+    else:
+        layer = "convolution features (256)" if convolutional else "inputs (no hidden layer)"
 
     with atomic_path(out) as folder:
         folder.mkdir()
         write_json(folder / "confused_pairs.json", most_confused_pairs(confusion(labels, predicted), settings.confused_pairs))
         save_figure(digit_grid(images[worst], captions, f"{len(worst)} most confident of {len(mistakes)} mistakes"), folder / "mistakes.png")
         pca_view(images[sample], labels[sample], f"test images, PCA of {len(sample)} inputs", folder / "pca_inputs.png")
-        layer = f"last hidden layer ({hidden_sizes[-1]} units)" if hidden_sizes else "inputs (no hidden layer)"
         pca_view(last_hidden(network, images[sample], 4096), labels[sample], f"PCA of the {layer}", folder / "pca_hidden.png")
         save_figure(
-            digit_grid(weights, weight_captions, "first-layer weights as 28x28 templates", diverging=True),
+            digit_grid(weights, weight_captions, weights_title, diverging=True),
             folder / "first_layer_weights.png",
         )
     click.echo(f"analyze: {len(mistakes)} mistakes; figures in {out}")

@@ -13,7 +13,7 @@ from dvclive import Live
 from pipeline.lib.atomic import atomic_paths, write_json
 from pipeline.lib.cli import PATH, stage_command
 from pipeline.lib.device import make_deterministic, numerics_fingerprint, resolve_device
-from pipeline.lib.model import build_mlp, save_model
+from pipeline.lib.model import build_model, save_model
 from pipeline.lib.normalization import Normalization
 from pipeline.lib.params import Params
 from pipeline.lib.training import Dataset, EpochResult, train
@@ -43,7 +43,7 @@ def main(params: Params, data: Path, stats: Path, model_path: Path, live_dir: Pa
     make_deterministic(params.train.seed)
     normalization = Normalization.from_json(json.loads(stats.read_text()))
     train_set, val_set = Dataset.load(data, "train", device), Dataset.load(data, "val", device)
-    model = build_mlp(params.model).to(device)
+    model = build_model(params.model).to(device)
 
     started = time.perf_counter()
     # Curves, model and timing appear together, and only once training has succeeded.

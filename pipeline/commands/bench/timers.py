@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.lib.mnist import OFFICIAL_FILES
-from pipeline.lib.model import build_mlp
+from pipeline.lib.model import build_model
 from pipeline.lib.params import Params
 from pipeline.lib.training import Dataset, make_optimizer, train
 
@@ -72,7 +72,7 @@ def canonical_epoch(raw_dir: Path, images: int, params: Params, batch_size: int,
         dataset = datasets.MNIST(root, train=True, download=False, transform=transform)
         subset = torch.utils.data.Subset(dataset, range(images))
         loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=True)
-        model = build_mlp(params.model).to(device)
+        model = build_model(params.model).to(device)
         # As tutorials write it: torch.optim.Adam with PyTorch's default (unfused) implementation.
         optimizer = torch.optim.Adam(model.parameters(), lr=params.train.optimizer.lr)
         step = autograd_step(model, optimizer)
@@ -90,7 +90,7 @@ def project_epoch(train_set: Dataset, val_set: Dataset, params: Params, backgrou
     """One epoch of pipeline.lib.training.train, validation included, as the train stage runs it
     (its per-step loss value synchronizes with the device)."""
     train_params = params.train.model_copy(update={"epochs": 1})
-    model = build_mlp(params.model).to(train_set.inputs.device)
+    model = build_model(params.model).to(train_set.inputs.device)
     warmup = Dataset(train_set.inputs[: WARMUP_STEPS * train_params.batch_size], train_set.labels[: WARMUP_STEPS * train_params.batch_size])
     train(model, warmup, val_set, train_params, background, lambda _: None)
     result = train(model, train_set, val_set, train_params, background, lambda _: None)
@@ -101,7 +101,7 @@ def floor_epoch(train_set: Dataset, params: Params, batch_size: int) -> float:
     """Only the arithmetic: forward, loss, backward, step over batches sliced in advance, with the
     project's (fused) optimizer."""
     device = train_set.inputs.device
-    model = build_mlp(params.model).to(device)
+    model = build_model(params.model).to(device)
     step = autograd_step(model, make_optimizer(model, params.train))
     batches = [
         (train_set.inputs[start : start + batch_size], train_set.labels[start : start + batch_size])
