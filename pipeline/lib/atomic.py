@@ -56,6 +56,10 @@ def write_bytes(path: Path, data: bytes) -> None:
         temporary.write_bytes(data)
 
 
+def write_text(path: Path, text: str) -> None:
+    write_bytes(path, text.encode())
+
+
 def write_json(path: Path, payload: object) -> None:
     """Pretty, key-sorted JSON, so reruns and git diffs are stable."""
     write_bytes(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())

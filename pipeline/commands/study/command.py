@@ -1,0 +1,99 @@
+"""`python -m pipeline study [NAME...]`: run studies through DVC's experiment queue and write their results.
+
+Every arm x seed of the named studies (all, without names) that has no finished experiment on
+top of the current commit is queued with `dvc exp run --queue`, each from the committed
+params.yaml plus only its own settings, so no run inherits another's params. The queue runs;
+then DVC's record of the experiments (`dvc exp show --json`) becomes reports/studies/<study>.json,
+.md and .png, and the README's studies region is regenerated from those tables.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from pipeline.commands.study.plan import STUDIES_FILE, load_studies, runs
+from pipeline.commands.study.results import (
+    MetricFiles,
+    figure,
+    markdown_table,
+    recorded_experiments,
+    summarize,
+    with_studies_region,
+)
+from pipeline.lib.atomic import write_json, write_text
+from pipeline.lib.cli import PATH, run_reporting_errors
+from pipeline.lib.errors import PipelineError
+from pipeline.lib.figures import save_figure
+from pipeline.lib.layout import stage_path
+from pipeline.lib.params import DEFAULT_PARAMS, read_params_file
+
+REPORTS, README = Path("reports/studies"), Path("README.md")
+POLL_SECONDS = 5
+
+
+def dvc(*args: str) -> str:
+    result = subprocess.run(["dvc", *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise PipelineError(f"dvc {' '.join(args[:3])} failed: {(result.stderr or result.stdout).strip().splitlines()[-1]}")
+    return result.stdout
+
+
+def metric_files() -> MetricFiles:
+    return MetricFiles(
+        evaluation=stage_path("evaluate", "--metrics").as_posix(),
+        training_summary=(stage_path("train", "--live") / "metrics.json").as_posix(),
+        timing=stage_path("train", "--timing").as_posix(),
+    )
+
+
+def run_queue(jobs: int) -> None:
+    dvc("queue", "start", "--jobs", str(jobs))
+    while any(status in dvc("queue", "status") for status in ("Queued", "Running")):
+        time.sleep(POLL_SECONDS)
+
+
+def study(names: tuple[str, ...], studies_file: Path, collect_only: bool, jobs: int) -> None:
+    studies = load_studies(studies_file)
+    planned = runs(studies, list(names), read_params_file())
+    if not collect_only:
+        if subprocess.run(["git", "diff", "--quiet", "HEAD", "--", str(DEFAULT_PARAMS)]).returncode != 0:
+            raise PipelineError(f"{DEFAULT_PARAMS} differs from the last commit: commit or restore it, since every run starts from it")
+        recorded = recorded_experiments(json.loads(dvc("exp", "show", "--json")))
+        missing = [run for run in planned if run.name not in recorded]
+        click.echo(f"study: {len(planned) - len(missing)} of {len(planned)} runs recorded already; queueing {len(missing)}", err=True)
+        for run in missing:
+            dvc("exp", "run", "--queue", "--name", run.name, *run.set_params())
+        if missing:
+            run_queue(jobs)
+    recorded = recorded_experiments(json.loads(dvc("exp", "show", "--json")))
+    files = metric_files()
+    for name in dict.fromkeys(run.study for run in planned):
+        declared = studies.studies[name]
+        results = summarize(declared, [run for run in planned if run.study == name], recorded, files)
+        write_json(REPORTS / f"{name}.json", {"question": declared.question, "source": declared.source, "arms": [asdict(r) for r in results]})
+        write_text(REPORTS / f"{name}.md", markdown_table(name, declared, results))
+        save_figure(figure(name, results), REPORTS / f"{name}.png")
+        for result in results:
+            if result.failed:
+                click.echo(f"study {name}: arm {result.arm}: {len(result.failed)} runs did not finish ({result.failed[0]}: dvc queue logs)", err=True)
+    tables = [path.read_text() for name in studies.studies if (path := REPORTS / f"{name}.md").exists()]
+    write_text(README, with_studies_region(README.read_text(), tables))
+    click.echo(f"study: results in {REPORTS}/, README regenerated")
+
+
+@click.command()
+@click.argument("names", nargs=-1)
+@click.option("--studies", "studies_file", type=PATH, default=STUDIES_FILE, show_default=True, help="The declarations.")
+@click.option("--collect-only", is_flag=True, help="Write the results of the experiments recorded already; queue nothing.")
+@click.option("--jobs", default=1, show_default=True, help="Queue workers (each trains with all cores).")
+@click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
+def main(names: tuple[str, ...], studies_file: Path, collect_only: bool, jobs: int, debug: bool) -> None:
+    """Run the named studies (all without names) over their seeds and write reports/studies/."""
+    run_reporting_errors(lambda: study(names, studies_file, collect_only, jobs), debug)
+

@@ -1,0 +1,98 @@
+"""The studies, as declared in studies.yaml beside this file: typed, validated, and expanded into runs.
+
+Each run is one DVC experiment: the committed params.yaml with the study's settings, the arm's
+params and a seed on top, named `<study>-<arm>-s<seed>` so its record can be found again.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from pipeline.lib.params import Params, ParamsError, describe
+
+STUDIES_FILE = Path(__file__).with_name("studies.yaml")
+Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_]*$")]
+
+
+class Declared(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Arm(Declared):
+    params: dict[str, Any] = {}  # dotted params.yaml keys -> values, on top of the study's settings
+    reported: float | None = None  # the source's number for this arm, if it reports one
+
+
+class Study(Declared):
+    question: str
+    source: str  # the document (../shared/seeds) and the settings its numbers come from
+    settings: dict[str, Any] = {}  # dotted params.yaml keys -> values, for every arm
+    arms: dict[Name, Arm] = Field(min_length=2)
+
+
+class Studies(Declared):
+    seeds: list[int] = Field(min_length=3)
+    studies: dict[Name, Study]
+
+
+@dataclass(frozen=True)
+class Run:
+    study: str
+    arm: str
+    seed: int
+    overrides: dict[str, Any]  # dotted key -> value, as `dvc exp run -S key=value` sets them
+
+    @property
+    def name(self) -> str:
+        return f"{self.study}-{self.arm}-s{self.seed}"
+
+    def set_params(self) -> list[str]:
+        """`-S key=value` arguments; the values in JSON, which DVC reads as YAML."""
+        return [argument for key, value in self.overrides.items() for argument in ("-S", f"{key}={json.dumps(value)}")]
+
+
+def load_studies(path: Path = STUDIES_FILE) -> Studies:
+    try:
+        return Studies.model_validate(yaml.safe_load(Path(path).read_text()))
+    except ValidationError as error:
+        raise ParamsError(f"{path}: {describe(error.errors()[0])}") from None
+
+
+def runs(studies: Studies, names: list[str], base_params: dict) -> list[Run]:
+    """Every arm x seed of the named studies (all when none), each checked against Params before any runs."""
+    unknown = sorted(set(names) - set(studies.studies))
+    if unknown:
+        raise ParamsError(f"no study named {', '.join(unknown)}: choose from {', '.join(studies.studies)}")
+    planned = []
+    for study_name in names or list(studies.studies):
+        study = studies.studies[study_name]
+        for arm_name, arm in study.arms.items():
+            for seed in studies.seeds:
+                overrides = {**study.settings, **arm.params, "train.seed": seed}
+                check(overrides, base_params, f"study {study_name}, arm {arm_name}")
+                planned.append(Run(study_name, arm_name, seed, overrides))
+    return planned
+
+
+def check(overrides: dict[str, Any], base_params: dict, where: str) -> None:
+    """The params a run will have must validate, and every key must already exist in params.yaml."""
+    params = copy.deepcopy(base_params)
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        section = params
+        for part in parents:
+            section = section.get(part) if isinstance(section, dict) else None
+        if not isinstance(section, dict) or leaf not in section:
+            raise ParamsError(f"{STUDIES_FILE.name}: {where}: {key} is not a key of params.yaml")
+        section[leaf] = value
+    try:
+        Params.model_validate(params)
+    except ValidationError as error:
+        raise ParamsError(f"{STUDIES_FILE.name}: {where}: {describe(error.errors()[0])}") from None

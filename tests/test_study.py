@@ -1,0 +1,147 @@
+"""Studies: the declarations validate before any run, results come from DVC's record of the
+experiments with mean, spread and noise, and the README's tables are the generated ones."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import PROJECT_ROOT, dvc, git
+from pipeline.commands.study.plan import Studies, load_studies, runs
+from pipeline.commands.study.results import (
+    MetricFiles,
+    markdown_table,
+    recorded_experiments,
+    region_text,
+    studies_region,
+    summarize,
+)
+from pipeline.lib.params import ParamsError, read_params_file
+
+PARAMS = read_params_file(PROJECT_ROOT / "params.yaml")
+FILES = MetricFiles("reports/evaluate/metrics.json", "reports/train/metrics.json", "reports/timing/train.json")
+
+
+def studies(**study) -> Studies:
+    declared = {"question": "q?", "source": "s", "arms": {"a": {}, "b": {"params": {"train.optimizer.lr": 0.01}}}} | study
+    return Studies.model_validate({"seeds": [0, 1, 2], "studies": {"s": declared}})
+
+
+def test_every_declared_run_validates_and_has_its_own_name():
+    planned = runs(load_studies(), [], PARAMS)
+    assert len({run.name for run in planned}) == len(planned) > 0
+    assert all(run.overrides["train.seed"] == run.seed for run in planned)
+
+
+def test_a_run_gets_the_settings_then_its_arm_then_its_seed():
+    planned = runs(studies(settings={"train.epochs": 3, "train.optimizer.lr": 0.1}), [], PARAMS)
+    b = next(run for run in planned if run.arm == "b" and run.seed == 2)
+    assert b.name == "s-b-s2"
+    assert b.overrides == {"train.epochs": 3, "train.optimizer.lr": 0.01, "train.seed": 2}
+    assert b.set_params() == ["-S", "train.epochs=3", "-S", "train.optimizer.lr=0.01", "-S", "train.seed=2"]
+
+
+@pytest.mark.parametrize(
+    ("study", "message"),
+    [
+        ({"settings": {"train.optimiser.lr": 0.1}}, "study s, arm a: train.optimiser.lr is not a key of params.yaml"),
+        ({"settings": {"train.optimizer.lr": 0}}, "study s, arm a: train.optimizer.lr: Input should be greater than 0"),
+    ],
+)
+def test_a_bad_declaration_fails_before_any_run(study, message):
+    with pytest.raises(ParamsError, match=message):
+        runs(studies(**study), [], PARAMS)
+
+
+def test_fewer_than_three_seeds_or_an_unknown_study_is_refused():
+    with pytest.raises(Exception, match="seeds"):
+        Studies.model_validate({"seeds": [0, 1], "studies": {}})
+    with pytest.raises(ParamsError, match="no study named nope: choose from s"):
+        runs(studies(), ["nope"], PARAMS)
+
+
+def recorded(name: str, accuracy: float, epoch: int = 3) -> dict:
+    metrics = {
+        FILES.evaluation: {"data": {"accuracy": accuracy, "loss": 1 - accuracy}},
+        FILES.training_summary: {"data": {"train": {"accuracy": 0.99}, "best_val_accuracy": accuracy, "best_epoch": epoch}},
+        FILES.timing: {"data": {"train_seconds": 10.0}},
+    }
+    return {"rev": "abc", "name": name, "data": {"metrics": metrics}, "error": None, "experiments": None}
+
+
+def exp_show(*revisions: dict) -> list[dict]:
+    """The shape of `dvc exp show --json` (DVC 3): a workspace row, then the baseline with its experiments."""
+    failed = {"rev": "def", "name": "s-b-s2", "data": {}, "error": {"type": "ReproductionError"}, "experiments": None}
+    experiments = [{"name": rev["name"], "revs": [rev]} for rev in (*revisions, failed)]
+    return [{"rev": "workspace", "name": None, "data": {}, "experiments": None}, {"rev": "123", "name": "main", "experiments": experiments}]
+
+
+def test_results_per_arm_with_spread_failures_and_noise():
+    shown = exp_show(
+        recorded("s-a-s0", 0.90), recorded("s-a-s1", 0.92), recorded("s-a-s2", 0.94),
+        recorded("s-b-s0", 0.93), recorded("s-b-s1", 0.95),
+    )
+    records = recorded_experiments(shown)
+    assert sorted(records) == ["s-a-s0", "s-a-s1", "s-a-s2", "s-b-s0", "s-b-s1"]  # the failed one is not a result
+    declared = studies()
+    a, b = summarize(declared.studies["s"], runs(declared, [], PARAMS), records, FILES)
+    assert (a.runs, b.runs, b.failed) == (3, 2, ["s-b-s2"])
+    assert a.mean["test_accuracy"] == pytest.approx(0.92) and a.std["test_accuracy"] == pytest.approx(0.02)
+    assert b.difference == pytest.approx(0.02) and b.within_noise  # 2 points apart, standard error 1.5 points
+    table = markdown_table("s", declared.studies["s"], [a, b])
+    assert "| a | 3 | 92.00% ± 2.00 |" in table and "| b | 2 (1 failed) | 94.00% ± 1.41 |" in table
+    assert "+2.00 pt (within noise)" in table
+
+
+def test_a_difference_beyond_the_seed_noise_is_not_marked():
+    shown = exp_show(*(recorded(f"s-a-s{i}", 0.90 + 0.001 * i) for i in range(3)), *(recorded(f"s-b-s{i}", 0.95 + 0.001 * i) for i in range(2)))
+    declared = studies()
+    _, b = summarize(declared.studies["s"], runs(declared, [], PARAMS), recorded_experiments(shown), FILES)
+    assert b.difference == pytest.approx(0.05 - 0.0005) and b.within_noise is False
+
+
+def test_the_readme_tables_are_the_generated_ones():
+    folder = PROJECT_ROOT / "reports/studies"
+    tables = [(folder / f"{name}.md").read_text() for name in load_studies().studies if (folder / f"{name}.md").exists()]
+    assert studies_region((PROJECT_ROOT / "README.md").read_text()) == region_text(tables)
+
+
+@pytest.mark.slow
+def test_a_study_runs_through_the_queue_and_no_run_inherits_anothers_params(project):
+    dvc(project, "repro")
+    (project / "README.md").write_text("# p\n\n<!-- studies: generated by python -m pipeline study -->\n<!-- /studies -->\n")
+    declared = {
+        "seeds": [0, 1, 2],
+        "studies": {"tiny": {"question": "Does lr matter?", "source": "a test", "settings": {"train.epochs": 1},
+                             "arms": {"fast": {"params": {"train.optimizer.lr": 0.01}}, "slow": {"reported": 0.5}}}},
+    }
+    (project / "studies.yaml").write_text(yaml.safe_dump(declared))
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "baseline and a study")
+
+    def study(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "pipeline", "study", "--studies", "studies.yaml", *args]
+        return subprocess.run(command, cwd=project, capture_output=True, text=True, env=os.environ)
+
+    first = study()
+    assert first.returncode == 0, first.stderr
+    assert "0 of 6 runs recorded already; queueing 6" in first.stderr
+    result = json.loads((project / "reports/studies/tiny.json").read_text())
+    assert [(arm["arm"], arm["runs"], arm["failed"]) for arm in result["arms"]] == [("fast", 3, []), ("slow", 3, [])]
+    shown = json.loads(dvc(project, "exp", "show", "--json"))
+    params = {name: data["params"]["params.yaml"]["data"]["train"] for name, data in recorded_experiments(shown).items()}
+    assert {name: (p["optimizer"]["lr"], p["seed"], p["epochs"]) for name, p in params.items()} == {
+        f"tiny-{arm}-s{seed}": (lr, seed, 1) for arm, lr in (("fast", 0.01), ("slow", 0.001)) for seed in (0, 1, 2)
+    }
+    readme = (project / "README.md").read_text()
+    assert studies_region(readme) == region_text([(project / "reports/studies/tiny.md").read_text()])
+    assert (project / "reports/studies/tiny.png").read_bytes()[:4] == b"\x89PNG"
+
+    again = study()
+    assert again.returncode == 0 and "6 of 6 runs recorded already; queueing 0" in again.stderr
