@@ -16,6 +16,7 @@ from conftest import PROJECT_ROOT, dvc, git
 from pipeline.commands.study.plan import Studies, load_studies, runs
 from pipeline.commands.study.results import (
     MetricFiles,
+    baseline_commit,
     markdown_table,
     recorded_experiments,
     region_text,
@@ -94,7 +95,9 @@ def test_results_per_arm_with_spread_failures_and_noise():
     assert (a.runs, b.runs, b.failed) == (3, 2, ["s-b-s2"])
     assert a.mean["test_accuracy"] == pytest.approx(0.92) and a.std["test_accuracy"] == pytest.approx(0.02)
     assert b.difference == pytest.approx(0.02) and b.within_noise  # 2 points apart, standard error 1.5 points
-    table = markdown_table("s", declared.studies["s"], [a, b])
+    assert baseline_commit(shown) == "123"
+    table = markdown_table("s", declared.studies["s"], [a, b], "1234567890")
+    assert "Measured on top of commit `1234567`." in table
     assert "| a | 3 | 92.00% ± 2.00 |" in table and "| b | 2 (1 failed) | 94.00% ± 1.41 |" in table
     assert "+2.00 pt (within noise)" in table
 
@@ -133,6 +136,7 @@ def test_a_study_runs_through_the_queue_and_no_run_inherits_anothers_params(proj
     assert first.returncode == 0, first.stderr
     assert "0 of 6 runs recorded already; queueing 6" in first.stderr
     result = json.loads((project / "reports/studies/tiny.json").read_text())
+    assert result["commit"] == subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
     assert [(arm["arm"], arm["runs"], arm["failed"]) for arm in result["arms"]] == [("fast", 3, []), ("slow", 3, [])]
     shown = json.loads(dvc(project, "exp", "show", "--json"))
     params = {name: data["params"]["params.yaml"]["data"]["train"] for name, data in recorded_experiments(shown).items()}

@@ -20,6 +20,7 @@ import click
 from pipeline.commands.study.plan import STUDIES_FILE, load_studies, runs
 from pipeline.commands.study.results import (
     MetricFiles,
+    baseline_commit,
     figure,
     markdown_table,
     recorded_experiments,
@@ -71,13 +72,15 @@ def study(names: tuple[str, ...], studies_file: Path, collect_only: bool, jobs: 
             dvc("exp", "run", "--queue", "--name", run.name, *run.set_params())
         if missing:
             run_queue(jobs)
-    recorded = recorded_experiments(json.loads(dvc("exp", "show", "--json")))
+    shown = json.loads(dvc("exp", "show", "--json"))
+    recorded, commit = recorded_experiments(shown), baseline_commit(shown)
     files = metric_files()
     for name in dict.fromkeys(run.study for run in planned):
         declared = studies.studies[name]
         results = summarize(declared, [run for run in planned if run.study == name], recorded, files)
-        write_json(REPORTS / f"{name}.json", {"question": declared.question, "source": declared.source, "arms": [asdict(r) for r in results]})
-        write_text(REPORTS / f"{name}.md", markdown_table(name, declared, results))
+        summary = {"question": declared.question, "source": declared.source, "commit": commit, "arms": [asdict(r) for r in results]}
+        write_json(REPORTS / f"{name}.json", summary)
+        write_text(REPORTS / f"{name}.md", markdown_table(name, declared, results, commit))
         save_figure(figure(name, results), REPORTS / f"{name}.png")
         for result in results:
             if result.failed:

@@ -57,6 +57,11 @@ def recorded_experiments(shown: list[dict]) -> dict[str, dict]:
     return {rev["name"]: rev["data"] for rev in _revisions(shown) if not rev.get("error") and rev.get("data")}
 
 
+def baseline_commit(shown: list[dict]) -> str:
+    """The commit the experiments were run on top of (the first row after the workspace)."""
+    return next(row["rev"] for row in shown if row.get("rev") != "workspace")
+
+
 def _revisions(shown: list[dict]) -> Iterator[dict]:
     for baseline in shown:
         for experiment in baseline.get("experiments") or []:
@@ -101,10 +106,10 @@ def compare_to_first(results: list[ArmResult]) -> list[ArmResult]:
     return compared
 
 
-def markdown_table(name: str, study: Study, results: list[ArmResult]) -> str:
+def markdown_table(name: str, study: Study, results: list[ArmResult], commit: str) -> str:
     header = ["arm", "seeds", *MEASURES.values(), f"vs {results[0].arm}", "source reports"]
     lines = [
-        f"**{name}**: {study.question} Source: {study.source}.",
+        f"**{name}**: {study.question} Source: {study.source}. Measured on top of commit `{commit[:7]}`.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + " --- |" * len(header),
