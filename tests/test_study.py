@@ -149,3 +149,10 @@ def test_a_study_runs_through_the_queue_and_no_run_inherits_anothers_params(proj
 
     again = study()
     assert again.returncode == 0 and "6 of 6 runs recorded already; queueing 0" in again.stderr
+
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "results")  # experiments belong to the commit they ran on
+    written = (project / "reports/studies/tiny.md").read_text()
+    moved_on = study("--collect-only")
+    assert moved_on.returncode == 0 and "study tiny: no run recorded on top of commit" in moved_on.stderr
+    assert (project / "reports/studies/tiny.md").read_text() == written

@@ -78,6 +78,9 @@ def study(names: tuple[str, ...], studies_file: Path, collect_only: bool, jobs: 
     for name in dict.fromkeys(run.study for run in planned):
         declared = studies.studies[name]
         results = summarize(declared, [run for run in planned if run.study == name], recorded, files)
+        if not any(result.runs for result in results):
+            click.echo(f"study {name}: no run recorded on top of commit {commit[:7]}; its reports stay as they are", err=True)
+            continue
         summary = {"question": declared.question, "source": declared.source, "commit": commit, "arms": [asdict(r) for r in results]}
         write_json(REPORTS / f"{name}.json", summary)
         write_text(REPORTS / f"{name}.md", markdown_table(name, declared, results, commit))
