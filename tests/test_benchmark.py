@@ -60,7 +60,7 @@ def test_canonical_epoch_trains_on_as_many_real_images_as_it_is_given(shared_mni
 
 def test_the_table_finds_its_reference_rows_by_name(capsys):
     rows = [Timing(FLOOR, 4096, 0.5), Timing(PROJECT, 64, 2.0), Timing(CANONICAL, 64, 20.0), Timing(FLOOR, 512, 1.0)]
-    print_speed(rows, 1234, torch.device("cpu"))
+    print_speed(rows, 1234, "autograd", torch.device("cpu"))
     table = capsys.readouterr().out
     assert "seconds per epoch of 1,234 images" in table and "vs floor (4096)" in table
     assert any(line.startswith(PROJECT) and "10.0x" in line and "4.00x" in line for line in table.splitlines())

@@ -13,7 +13,7 @@ from pipeline.lib.cli import PATH, stage_command
 from pipeline.lib.figures import digit_grid, pca_figure, save_figure
 from pipeline.lib.metrics import confusion, most_confused_pairs
 from pipeline.lib.mnist import CLASS_NAMES
-from pipeline.lib.model import first_layer_weights, last_hidden, load_model
+from pipeline.lib.model import CONV_FEATURES, CONV_KERNEL, first_layer_weights, last_hidden, load_model
 from pipeline.lib.params import Params
 from pipeline.lib.storage import read_array, read_pair
 
@@ -46,14 +46,14 @@ def main(params: Params, model_path: Path, data: Path, predictions: Path, out: P
     weights = first_layer_weights(network)[:MAX_TEMPLATES]
     hidden_sizes, convolutional = architecture.hidden_sizes, architecture.architecture == "cnn"
     if convolutional:
-        weight_captions, weights_title = [f"kernel {i}" for i in range(len(weights))], "first-layer 5x5 convolution kernels"
+        weight_captions, weights_title = [f"kernel {i}" for i in range(len(weights))], f"first-layer {CONV_KERNEL}x{CONV_KERNEL} convolution kernels"
     else:
         weight_captions = [f"unit {i}" for i in range(len(weights))] if hidden_sizes else list(CLASS_NAMES)
         weights_title = "first-layer weights as 28x28 templates"
     if hidden_sizes:
         layer = f"last hidden layer ({hidden_sizes[-1]} units)"
     else:
-        layer = "convolution features (256)" if convolutional else "inputs (no hidden layer)"
+        layer = f"convolution features ({CONV_FEATURES})" if convolutional else "inputs (no hidden layer)"
 
     with atomic_path(out) as folder:
         folder.mkdir()

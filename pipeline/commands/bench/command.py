@@ -76,7 +76,7 @@ def plain_loop_seconds(epochs: int) -> float:
     return min(project_epoch(train_set, val_set, plain, background) for _ in range(epochs))
 
 
-def numerics_cost(repeats: int) -> None:
+def numerics_cost(repeats: int, batch_size: int) -> None:
     """Pinned against native numerics: each is a process of its own (MKL and ATen read their settings
     once), run in alternation so that a slow spell on a shared machine slows both."""
     child = "import sys; from pipeline.commands.bench.command import plain_loop_seconds; print(plain_loop_seconds(int(sys.argv[1])))"
@@ -91,14 +91,13 @@ def numerics_cost(repeats: int) -> None:
             fastest[mode] = min(fastest[mode], float(measured.stdout))
     pinned, native = fastest["pinned"], fastest["native"]
     click.echo(
-        f"\nnumerics (project loop, batch {load_params().train.batch_size}, no augmentation, best of {repeats} x 3 epochs): "
+        f"\nnumerics (project loop, batch {batch_size}, no augmentation, best of {repeats} x 3 epochs): "
         f"pinned {pinned:.3f} s/epoch, native {native:.3f} s/epoch, pinned/native {pinned / native:.2f}x"
     )
 
 
-def speed_table(repeats: int, device: torch.device) -> tuple[list[Timing], int]:
+def speed_table(params: Params, repeats: int, device: torch.device) -> tuple[list[Timing], int]:
     """The fastest of `repeats` epochs of each method, and the number of images in an epoch."""
-    params = load_params()
     plain = without_augmentation(params)
     other = other_backward(plain)
     train_set, val_set, background = load_training_sets(device)
@@ -117,11 +116,11 @@ def speed_table(repeats: int, device: torch.device) -> tuple[list[Timing], int]:
     return [Timing(method, batch_size, seconds) for (method, batch_size, _), seconds in zip(methods, fastest)], images
 
 
-def print_speed(timings: list[Timing], images: int, device: torch.device) -> None:
+def print_speed(timings: list[Timing], images: int, backward: str, device: torch.device) -> None:
     canonical = next(t.seconds_per_epoch for t in timings if t.method == CANONICAL)
     floor = min((t for t in timings if t.method == FLOOR), key=lambda t: t.seconds_per_epoch)
     numerics = ", ".join(f"{key} {value}" for key, value in numerics_fingerprint(device).items())
-    click.echo(f"\ntraining speed ({numerics}); seconds per epoch of {images:,} images, {load_params().train.backward} backward unless named")
+    click.echo(f"\ntraining speed ({numerics}); seconds per epoch of {images:,} images, {backward} backward unless named")
     click.echo(f"{'method':<34} {'batch':>6} {'s/epoch':>8} {'speed-up vs canonical':>22} {f'vs floor ({floor.batch_size})':>16}")
     for timing in timings:
         seconds = timing.seconds_per_epoch
@@ -176,9 +175,11 @@ def main(repeats: int, device: str, skip_dvc: bool, debug: bool) -> None:
 
     def action() -> None:
         where = resolve_device(device, setting="--device")
-        print_speed(*speed_table(repeats, where), where)
+        params = load_params()
+        timings, images = speed_table(params, repeats, where)
+        print_speed(timings, images, params.train.backward, where)
         if where.type == "cpu":
-            numerics_cost(repeats)
+            numerics_cost(repeats, params.train.batch_size)
         if not skip_dvc:
             dvc_table()
 

@@ -62,17 +62,17 @@ def run_queue(jobs: int) -> None:
 def study(names: tuple[str, ...], studies_file: Path, collect_only: bool, jobs: int) -> None:
     studies = load_studies(studies_file)
     planned = runs(studies, list(names), read_params_file())
+    shown = json.loads(dvc("exp", "show", "--json"))
     if not collect_only:
         if subprocess.run(["git", "diff", "--quiet", "HEAD", "--", str(DEFAULT_PARAMS)]).returncode != 0:
             raise PipelineError(f"{DEFAULT_PARAMS} differs from the last commit: commit or restore it, since every run starts from it")
-        recorded = recorded_experiments(json.loads(dvc("exp", "show", "--json")))
-        missing = [run for run in planned if run.name not in recorded]
+        missing = [run for run in planned if run.name not in recorded_experiments(shown)]
         click.echo(f"study: {len(planned) - len(missing)} of {len(planned)} runs recorded already; queueing {len(missing)}", err=True)
         for run in missing:
             dvc("exp", "run", "--queue", "--name", run.name, *run.set_params())
         if missing:
             run_queue(jobs)
-    shown = json.loads(dvc("exp", "show", "--json"))
+            shown = json.loads(dvc("exp", "show", "--json"))
     recorded, commit = recorded_experiments(shown), baseline_commit(shown)
     files = metric_files()
     for name in dict.fromkeys(run.study for run in planned):

@@ -27,7 +27,7 @@ class Declared(BaseModel):
 
 class Arm(Declared):
     params: dict[str, Any] = {}  # dotted params.yaml keys -> values, on top of the study's settings
-    reported: float | None = None  # the source's number for this arm, if it reports one
+    reported: float | None = Field(None, ge=0, le=1)  # the source's test accuracy for this arm, if it reports one
 
 
 class Study(Declared):

@@ -139,7 +139,7 @@ def _versus(result: ArmResult) -> str:
 
 
 def _reported(value: float | None) -> str:
-    return "-" if value is None else (f"{value:.2%}" if value <= 1 else f"{value:g}")
+    return "-" if value is None else f"{value:.2%}"
 
 
 def region_text(tables: list[str]) -> str:
@@ -170,7 +170,7 @@ def figure(name: str, results: list[ArmResult]) -> plt.Figure:
         [index for index, _ in ran], [100 * r.mean["test_accuracy"] for _, r in ran],
         yerr=[100 * r.std["test_accuracy"] for _, r in ran], fmt="o", capsize=4, label="this project (mean ± std over seeds)",
     )
-    reported = [(index, r.reported) for index, r in enumerate(results) if r.reported is not None and r.reported <= 1]
+    reported = [(index, r.reported) for index, r in enumerate(results) if r.reported is not None]
     if reported:
         axes.scatter([i for i, _ in reported], [100 * v for _, v in reported], marker="x", color="black", label="source reports")
     axes.set_xticks(range(len(results)), [r.arm for r in results])
