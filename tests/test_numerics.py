@@ -96,3 +96,9 @@ def test_an_unknown_numerics_mode_is_one_line_before_any_work(tmp_path, monkeypa
 
 if __name__ == "__main__":
     print(weights_digest())
+
+
+def test_make_deterministic_turns_on_torchs_deterministic_algorithms():
+    torch.use_deterministic_algorithms(False)
+    make_deterministic(0)
+    assert torch.are_deterministic_algorithms_enabled() and not torch.is_deterministic_algorithms_warn_only_enabled()

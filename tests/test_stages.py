@@ -22,7 +22,7 @@ def pipeline_steps(params_file: Path, raw: Path, root: Path) -> tuple[dict[str, 
         "counts": root / "reports/counts.json", "model": root / "model/model.pt", "live": root / "reports/train",
         "timing": root / "reports/timing.json", "metrics": root / "reports/metrics.json",
         "per_class": root / "reports/per_class.json",
-        "csv": root / "reports/confusion.csv", "png": root / "reports/confusion.png",
+        "csv": root / "reports/confusion.csv",
         "probs": root / "probs.npy", "analysis": root / "reports/analyze",
     }
     p = ["--params", params_file]
@@ -32,7 +32,7 @@ def pipeline_steps(params_file: Path, raw: Path, root: Path) -> tuple[dict[str, 
         (train.main, "--data", paths["split"], "--stats", paths["stats"], "--model", paths["model"],
          "--live", paths["live"], "--timing", paths["timing"]),
         (evaluate.main, "--model", paths["model"], "--data", paths["pre"], "--metrics", paths["metrics"],
-         "--per-class", paths["per_class"], "--confusion-csv", paths["csv"], "--confusion-png", paths["png"], "--predictions", paths["probs"]),
+         "--per-class", paths["per_class"], "--confusion-csv", paths["csv"], "--predictions", paths["probs"]),
         (analyze.main, "--model", paths["model"], "--data", paths["pre"], "--predictions", paths["probs"],
          "--out", paths["analysis"]),
     ]
@@ -59,13 +59,17 @@ def test_all_stages_chain_on_synthetic_data(tmp_path, raw_dir, params_file, run_
     assert set(counts["val"]["per_class"].values()) == {4}
 
     summary = json.loads((paths["live"] / "metrics.json").read_text())
-    assert summary["step"] == 3 and 1 <= summary["best_epoch"] <= 3
-    val_curve = (paths["live"] / "plots/metrics/val/accuracy.tsv").read_text().splitlines()
-    assert val_curve[0] == "step\taccuracy" and len(val_curve) == 4
+    assert summary["epochs_run"] == 3 and 1 <= summary["kept_epoch"] <= 3 and "step" not in summary
+    for curve in ("train", "val"):  # from epoch 0, before any update, to epoch 3
+        rows = (paths["live"] / f"plots/metrics/{curve}/accuracy.tsv").read_text().splitlines()
+        assert [row.split("\t")[0] for row in rows] == ["step", "0", "1", "2", "3"]
+    batches = (paths["live"] / "plots/metrics/batches/loss.tsv").read_text().splitlines()
+    assert [row.split("\t")[0] for row in batches] == ["step", "1", "2", "3"]  # no batch before epoch 1
+    assert (paths["live"] / "curves.png").read_bytes()[:4] == b"\x89PNG"
     timing = json.loads(paths["timing"].read_text())
     assert timing["numerics"]["device"] == "cpu" and timing["numerics"]["numerics"] == "pinned" and timing["train_seconds"] > 0
 
-    metrics = json.loads(paths["metrics"].read_text())
+    metrics = json.loads(paths["metrics"].read_text())["test"]
     assert metrics["accuracy"] > 0.9  # the synthetic task is easy
     assert metrics["errors"] == round((1 - metrics["accuracy"]) * 100)
     per_class = json.loads(paths["per_class"].read_text())
@@ -77,9 +81,8 @@ def test_all_stages_chain_on_synthetic_data(tmp_path, raw_dir, params_file, run_
     assert probs.shape == (100, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
 
     figures = sorted(p.name for p in paths["analysis"].iterdir())
-    assert figures == ["confused_pairs.json", "first_layer_weights.png", "mistakes.png", "pca_hidden.png", "pca_inputs.png"]
+    assert figures == ["confused_pairs.json", "confusion.png", "first_layer_weights.png", "mistakes.png", "pca_hidden.png", "pca_inputs.png"]
     assert all((paths["analysis"] / name).read_bytes()[:4] == b"\x89PNG" for name in figures if name.endswith(".png"))
-    assert paths["png"].read_bytes()[:4] == b"\x89PNG"
 
     payload = torch.load(paths["model"], weights_only=True)
     assert payload["architecture"]["hidden_sizes"] == [32]
@@ -91,7 +94,7 @@ def test_all_stages_chain_on_synthetic_data(tmp_path, raw_dir, params_file, run_
 def test_every_stage_handles_logistic_regression_and_the_cnn(tmp_path, raw_dir, run_stage, model):
     params_file = write_params(tmp_path / "params.yaml", small_params(model=model))
     paths = run_pipeline(run_stage, params_file, raw_dir, tmp_path)
-    assert json.loads(paths["metrics"].read_text())["accuracy"] > 0.5
+    assert json.loads(paths["metrics"].read_text())["test"]["accuracy"] > 0.5
     assert torch.load(paths["model"], weights_only=True)["architecture"] == {**small_params()["model"], **model}
     assert (paths["analysis"] / "first_layer_weights.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -104,8 +107,9 @@ def test_download_stage_from_a_folder_mirror(tmp_path, params_file, run_stage, s
 
 
 def assert_one_line_error(result, *fragments: str) -> None:
+    """Exit status 1 and one line on stderr (progress lines before it go to stdout)."""
     assert result.exit_code == 1
-    lines = result.output.strip().splitlines()
+    lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
     for fragment in fragments:
         assert fragment in lines[0]
@@ -160,11 +164,34 @@ def test_model_that_is_not_a_model(tmp_path, params_file, run_stage):
     (tmp_path / "model.pt").write_text("hello")
     result = run_stage(
         evaluate.main, "--params", params_file, "--model", tmp_path / "model.pt", "--data", tmp_path,
-        "--metrics", tmp_path / "m.json", "--per-class", tmp_path / "pc.json", "--confusion-csv", tmp_path / "c.csv", "--confusion-png", tmp_path / "c.png",
+        "--metrics", tmp_path / "m.json", "--per-class", tmp_path / "pc.json", "--confusion-csv", tmp_path / "c.csv",
         "--predictions", tmp_path / "p.npy",
     )
     assert_one_line_error(result, "cannot be loaded safely", "retrain")
     assert not (tmp_path / "m.json").exists()
+
+
+def test_curves_grow_in_place_and_an_interrupted_run_puts_the_last_ones_back(tmp_path, raw_dir, params_file, run_stage, monkeypatch):
+    paths, (preprocess_step, split_step, train_step, *_) = pipeline_steps(params_file, raw_dir, tmp_path)
+    for step in (preprocess_step, split_step, train_step):
+        assert run_stage(*step).exit_code == 0
+    last_good = {path: path.read_bytes() for path in paths["live"].rglob("*") if path.is_file()}
+    seen_mid_run = []
+
+    def interrupted(model, train_set, val_set, params, background, on_epoch):
+        def spy(outcome):
+            on_epoch(outcome)
+            seen_mid_run.append((paths["live"] / "plots/metrics/val/accuracy.tsv").read_text().count("\n"))
+            if outcome.epoch == 2:
+                raise KeyboardInterrupt
+        return original(model, train_set, val_set, params, background, spy)
+
+    original = train.train
+    monkeypatch.setattr(train, "train", interrupted)
+    assert run_stage(*train_step).exit_code != 0
+    assert seen_mid_run == [2, 3, 4]  # header and epoch 0, then one row per epoch, in place as it ends
+    assert {path: path.read_bytes() for path in paths["live"].rglob("*") if path.is_file()} == last_good
+    assert not list(paths["live"].parent.glob(".*"))  # nothing left aside
 
 
 def test_divergence_leaves_no_model(tmp_path, raw_dir, run_stage):
@@ -183,7 +210,8 @@ def test_debug_flag_shows_the_traceback(tmp_path, params_file, run_stage):
 
 
 def test_gallery_of_no_mistakes_is_an_empty_figure(tmp_path):
-    from pipeline.lib.figures import digit_grid, save_figure
+    from pipeline.lib.analysis_figures import digit_grid
+    from pipeline.lib.figures import save_figure
 
     save_figure(digit_grid(np.empty((0, 784)), [], "0 most confident of 0 mistakes"), tmp_path / "none.png")
     assert (tmp_path / "none.png").read_bytes()[:4] == b"\x89PNG"

@@ -26,7 +26,7 @@ from pipeline.commands.study.results import (
 from pipeline.lib.params import ParamsError, read_params_file
 
 PARAMS = read_params_file(PROJECT_ROOT / "params.yaml")
-FILES = MetricFiles("reports/evaluate/metrics.json", "reports/train/metrics.json", "reports/timing/train.json")
+FILES = MetricFiles("reports/evaluate/metrics.json", "reports/train/metrics.json", "reports/timing/train.json", "reports/train/val.tsv")
 
 
 def studies(**study) -> Studies:
@@ -69,11 +69,19 @@ def test_fewer_than_three_seeds_or_an_unknown_study_is_refused():
 
 def recorded(name: str, accuracy: float, epoch: int = 3) -> dict:
     metrics = {
-        FILES.evaluation: {"data": {"accuracy": accuracy, "loss": 1 - accuracy}},
-        FILES.training_summary: {"data": {"train": {"accuracy": 0.99}, "best_val_accuracy": accuracy, "best_epoch": epoch}},
-        FILES.timing: {"data": {"train_seconds": 10.0}},
+        FILES.evaluation: {"data": {"test": {"accuracy": accuracy, "loss": 1 - accuracy}}},
+        FILES.training_summary: {"data": {"train": {"accuracy": 0.99}, "val": {"accuracy": accuracy}, "kept_epoch": epoch}},
     }
-    return {"rev": "abc", "name": name, "data": {"metrics": metrics}, "error": None, "experiments": None}
+    return {"rev": f"rev-of-{name}", "name": name, "data": {"metrics": metrics}, "error": None, "experiments": None}
+
+
+def committed(revision: str, path: str) -> str:
+    """What the experiment's commit holds outside the metrics: its seconds and its validation curve."""
+    seed = int(revision[-1])
+    if path == FILES.timing:
+        return json.dumps({"train_seconds": 10.0 + seed})
+    assert path == FILES.val_curve
+    return f"step\taccuracy\n0\t0.1\n1\t{0.8 + seed / 100}\n"
 
 
 def exp_show(*revisions: dict) -> list[dict]:
@@ -91,9 +99,11 @@ def test_results_per_arm_with_spread_failures_and_noise():
     records = recorded_experiments(shown)
     assert sorted(records) == ["s-a-s0", "s-a-s1", "s-a-s2", "s-b-s0", "s-b-s1"]  # the failed one is not a result
     declared = studies()
-    a, b = summarize(declared.studies["s"], runs(declared, [], PARAMS), records, FILES)
+    a, b = summarize(declared.studies["s"], runs(declared, [], PARAMS), records, FILES, committed)
     assert (a.runs, b.runs, b.failed) == (3, 2, ["s-b-s2"])
     assert a.mean["test_accuracy"] == pytest.approx(0.92) and a.std["test_accuracy"] == pytest.approx(0.02)
+    assert a.mean["train_seconds"] == pytest.approx(11.0) and a.std["train_seconds"] == pytest.approx(1.0)
+    assert a.curve == pytest.approx([0.1, 0.81]) and b.curve == pytest.approx([0.1, 0.805])
     assert b.difference == pytest.approx(0.02) and b.within_noise  # 2 points apart, standard error 1.5 points
     assert baseline_commit(shown) == "123"
     table = markdown_table("s", declared.studies["s"], [a, b], "1234567890")
@@ -105,7 +115,7 @@ def test_results_per_arm_with_spread_failures_and_noise():
 def test_a_difference_beyond_the_seed_noise_is_not_marked():
     shown = exp_show(*(recorded(f"s-a-s{i}", 0.90 + 0.001 * i) for i in range(3)), *(recorded(f"s-b-s{i}", 0.95 + 0.001 * i) for i in range(2)))
     declared = studies()
-    _, b = summarize(declared.studies["s"], runs(declared, [], PARAMS), recorded_experiments(shown), FILES)
+    _, b = summarize(declared.studies["s"], runs(declared, [], PARAMS), recorded_experiments(shown), FILES, committed)
     assert b.difference == pytest.approx(0.05 - 0.0005) and b.within_noise is False
 
 
@@ -138,8 +148,9 @@ def test_a_study_runs_through_the_queue_and_no_run_inherits_anothers_params(proj
     result = json.loads((project / "reports/studies/tiny.json").read_text())
     assert result["commit"] == subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
     assert [(arm["arm"], arm["runs"], arm["failed"]) for arm in result["arms"]] == [("fast", 3, []), ("slow", 3, [])]
+    assert all(len(arm["curve"]) == 2 for arm in result["arms"])  # validation accuracy at epochs 0 and 1
     shown = json.loads(dvc(project, "exp", "show", "--json"))
-    params = {name: data["params"]["params.yaml"]["data"]["train"] for name, data in recorded_experiments(shown).items()}
+    params = {name: row["data"]["params"]["params.yaml"]["data"]["train"] for name, row in recorded_experiments(shown).items()}
     assert {name: (p["optimizer"]["lr"], p["seed"], p["epochs"]) for name, p in params.items()} == {
         f"tiny-{arm}-s{seed}": (lr, seed, 1) for arm, lr in (("fast", 0.01), ("slow", 0.001)) for seed in (0, 1, 2)
     }

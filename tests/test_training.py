@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -11,6 +13,7 @@ from pipeline.lib.model import build_model
 from pipeline.lib.params import Augment, Params
 from pipeline.lib.device import make_deterministic
 from pipeline.lib import training
+from pipeline.lib.errors import PipelineError
 from pipeline.lib.training import Dataset, TrainingDiverged, evaluate, train
 
 NO_AUGMENT = {"rotation_degrees": 0.0, "shift_pixels": 0.0, "scale": 0.0, "elastic_alpha": 0.0}
@@ -37,6 +40,21 @@ def test_learns_and_keeps_best_validation_epoch():
     assert result.best_epoch == 1 + losses.index(min(losses))
     model.load_state_dict(result.best_state)
     assert evaluate(model, dataset(100, 1))[0] == pytest.approx(min(losses))
+
+
+def test_epoch_zero_is_the_untouched_model_and_the_train_curve_a_clean_pass():
+    params = Params.model_validate(small_params(train={"epochs": 2}))
+    make_deterministic(params.train.seed)
+    model, train_data, val_data = build_model(params.model), dataset(300, 0), dataset(100, 1)
+    untouched = copy.deepcopy(model)
+    result = train(model, train_data, val_data, params.train, torch.full((784,), -0.2), lambda _: None)
+    start, last = result.curves[0], result.curves[-1]
+    assert (start.epoch, start.batch_loss, start.batch_accuracy) == (0, None, None)
+    assert (start.train_loss, start.train_accuracy) == evaluate(untouched, train_data)
+    assert (start.val_loss, start.val_accuracy) == evaluate(untouched, val_data)
+    assert (last.train_loss, last.train_accuracy) == evaluate(model, train_data)  # eval mode, no augmentation
+    assert last.batch_loss != last.train_loss  # the running mean over augmented batches is another measure
+    assert [epoch.epoch for epoch in result.curves] == [0, 1, 2]
 
 
 def test_same_seed_same_weights_other_seed_other_weights():
@@ -143,12 +161,20 @@ def test_onecycle_keeps_the_momentum_of_params_unless_told_to_cycle_it(optimizer
     assert max(cycled) == pytest.approx(0.95, abs=1e-3) and min(cycled) < 0.86  # 0.95 -> 0.85 -> 0.95
 
 
-def test_non_finite_validation_loss_stops_with_one_line_even_in_one_epoch():
+def test_non_finite_validation_data_is_named_before_any_update():
     params = Params.model_validate(small_params(train={"epochs": 1}))
     broken = dataset(100, 1)
     broken.inputs[0, 0] = float("nan")
-    with pytest.raises(TrainingDiverged, match=r"^training diverged: validation loss nan at epoch 1 with lr 0.001: lower"):
+    with pytest.raises(PipelineError, match=r"^validation loss is nan before any update: .* rerun preprocess and split$"):
         train(build_model(params.model), dataset(300, 0), broken, params.train, torch.full((784,), -0.2), lambda _: None)
+
+
+def test_non_finite_validation_loss_after_an_epoch_stops_with_one_line(monkeypatch):
+    params = Params.model_validate(small_params(train={"epochs": 1}))
+    measured = iter([(2.3, 0.1), (2.3, 0.1), (float("nan"), 0.1)])  # epoch 0: val, train; epoch 1: val
+    monkeypatch.setattr(training, "evaluate", lambda *_: next(measured))
+    with pytest.raises(TrainingDiverged, match=r"^training diverged: validation loss nan at epoch 1 with lr 0.001: lower"):
+        train(build_model(params.model), dataset(300, 0), dataset(100, 1), params.train, torch.full((784,), -0.2), lambda _: None)
 
 
 def test_cosine_and_onecycle_shapes():

@@ -51,6 +51,30 @@ def atomic_paths(*finals: Path) -> Iterator[tuple[Path, ...]]:
         yield tuple(stack.enter_context(atomic_path(final)) for final in finals)
 
 
+@contextmanager
+def replaced_in_place(final: Path) -> Iterator[Path]:
+    """Yield `final` itself, moved aside, for output that must be visible while it grows (live
+    curves); if the block fails or is interrupted, put back what was there before.
+
+    A run killed outright leaves the old output aside; the next run puts it back first.
+    """
+    final = Path(final)
+    previous = final.with_name(f".{final.name}.previous")
+    if previous.exists():
+        _remove(final)
+        os.replace(previous, final)
+    if final.exists():
+        os.replace(final, previous)
+    try:
+        yield final
+    except BaseException:
+        _remove(final)
+        if previous.exists():
+            os.replace(previous, final)
+        raise
+    _remove(previous)
+
+
 def write_bytes(path: Path, data: bytes) -> None:
     with atomic_path(path) as temporary:
         temporary.write_bytes(data)

@@ -1,21 +1,19 @@
-"""The PNG figures of evaluate and analyze, drawn with matplotlib's Agg backend.
+"""PNG figures with matplotlib's Agg backend, and the learning curves every training run draws.
 
-PNGs carry no timestamp and no software version, so reruns give the same bytes.
+PNGs carry no timestamp and no software version, so reruns give the same bytes. analyze's own
+figures are in analysis_figures.py, so that changing them does not touch train's dependencies.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 
 from pipeline.lib.atomic import atomic_path  # noqa: E402
-from pipeline.lib.mnist import CLASS_NAMES  # noqa: E402
 
 
 def save_figure(figure: plt.Figure, path: Path) -> None:
@@ -24,51 +22,23 @@ def save_figure(figure: plt.Figure, path: Path) -> None:
     plt.close(figure)
 
 
-def confusion_figure(matrix: np.ndarray, title: str) -> plt.Figure:
-    figure, axes = plt.subplots(figsize=(7, 6))
-    shown = axes.imshow(np.log1p(matrix), cmap="Blues")
-    for (true, predicted), count in np.ndenumerate(matrix):
-        colour = "white" if shown.norm(np.log1p(count)) > 0.6 else "black"
-        axes.text(predicted, true, str(count), ha="center", va="center", fontsize=8, color=colour)
-    ticks = range(len(CLASS_NAMES))
-    axes.set(xticks=ticks, yticks=ticks, xticklabels=CLASS_NAMES, yticklabels=CLASS_NAMES)
-    axes.set(xlabel="predicted digit", ylabel="true digit", title=title)
-    return figure
+CURVES = {"train": ("train (clean pass)", "-"), "val": ("validation", "-"), "batch": ("training batches, running mean", ":")}
 
 
-def digit_grid(images: np.ndarray, captions: list[str], title: str, diverging: bool = False) -> plt.Figure:
-    """Small multiples of square images (or their flattened rows, e.g. 784 long), each with a caption.
+def learning_curves(epochs: list[dict], kept_epoch: int) -> plt.Figure:
+    """Loss and error rate per epoch from epoch 0 (log scales: epoch 0 is at chance), with the kept epoch marked.
 
-    `diverging` draws signed values (weights) red for positive, blue for negative, centred on 0.
+    `epochs` are rows with `epoch` and `<curve>_loss`, `<curve>_accuracy` for each of CURVES.
     """
-    columns = max(1, min(8, len(images)))  # a perfect model has no mistakes to show
-    rows = max(1, math.ceil(len(images) / columns))
-    figure, grid = plt.subplots(rows, columns, figsize=(columns * 1.3, rows * 1.5), squeeze=False)
-    for axes in grid.flat:
-        axes.axis("off")
-    for axes, image, caption in zip(grid.flat, images, captions):
-        side = math.isqrt(np.asarray(image).size)
-        picture = np.asarray(image).reshape(side, side)
-        if diverging:
-            limit = float(np.abs(picture).max()) or 1.0
-            axes.imshow(picture, cmap="RdBu_r", vmin=-limit, vmax=limit)
-        else:
-            axes.imshow(picture, cmap="gray_r")
-        axes.set_title(caption, fontsize=8)
-    figure.suptitle(title)
-    return figure
-
-
-def pca_figure(points: np.ndarray, labels: np.ndarray, explained: np.ndarray, title: str) -> plt.Figure:
-    figure, axes = plt.subplots(figsize=(7, 6))
-    colours = plt.get_cmap("tab10")
-    for digit, name in enumerate(CLASS_NAMES):
-        chosen = labels == digit
-        axes.scatter(points[chosen, 0], points[chosen, 1], s=4, alpha=0.6, color=colours(digit), label=name)
-    axes.legend(markerscale=3, title="digit", loc="best", fontsize=8)
-    axes.set(
-        xlabel=f"PC1 ({explained[0]:.1%} of variance)",
-        ylabel=f"PC2 ({explained[1]:.1%} of variance)",
-        title=f"{title}\nexplained variance: PC1 {explained[0]:.1%}, PC2 {explained[1]:.1%}",
-    )
+    figure, panels = plt.subplots(1, 2, figsize=(11, 4))
+    for axes, measure in zip(panels, ("loss", "error")):
+        for curve, (label, style) in CURVES.items():
+            values = [(row["epoch"], row[f"{curve}_loss"], row[f"{curve}_accuracy"]) for row in epochs]
+            points = [(epoch, loss if measure == "loss" else 1 - accuracy) for epoch, loss, accuracy in values if loss is not None]
+            axes.plot(*zip(*points), style, marker=".", label=label)
+        axes.axvline(kept_epoch, color="grey", linewidth=0.8, linestyle="--", label=f"kept epoch {kept_epoch}")
+        axes.set(xlabel="epoch", ylabel=f"{measure} (log scale)", title=f"{measure} per epoch" if measure == "loss" else "error rate (1 - accuracy) per epoch")
+        axes.grid(alpha=0.3)
+        axes.set_yscale("log")
+    panels[1].legend(loc="upper right", fontsize=8)
     return figure

@@ -29,7 +29,10 @@ from pipeline.lib.params import Model as ModelParams
 INPUT_SIZE = IMAGE_SIDE * IMAGE_SIDE
 # Two blocks of 5x5 convolution (no padding) and 2x2 max-pooling take 28x28 to 16 maps of 4x4.
 CONV_CHANNELS, CONV_KERNEL, CONV_FEATURES = (6, 16), 5, 16 * 4 * 4
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+# What the network's input means, stated in every model file for whoever loads or exports it:
+# the normalization in the same file turns these raw pixels into what the first layer saw.
+INPUT_CONVENTION = {"shape": [IMAGE_SIDE, IMAGE_SIDE], "ink": "white digit on black", "pixel_range": [0, 255]}
 ACTIVATIONS = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
@@ -134,6 +137,7 @@ def save_model(path: Path, model: nn.Module, params: ModelParams, normalization:
             "std": torch.from_numpy(normalization.std),
         },
         "class_names": list(CLASS_NAMES),
+        "input": INPUT_CONVENTION,
     }
     payload["sha256"] = fingerprint(payload)
     # Saving through a buffer keeps the archive's internal name fixed ("archive"), so equal
@@ -184,7 +188,7 @@ def load_model(path: Path) -> LoadedModel:
         reason = "it holds code or objects that safe loading refuses" if "weights_only" in str(error) else "it is not a model file"
         raise PipelineError(f"{path} cannot be loaded safely ({reason}): retrain with dvc repro train") from None
     try:
-        if payload["format_version"] != FORMAT_VERSION:
+        if payload["format_version"] != FORMAT_VERSION or payload["input"] != INPUT_CONVENTION:
             raise ValueError("format version")
         if payload["sha256"] != fingerprint(payload):
             raise PipelineError(f"{path} fails its integrity check (its bytes changed after training): retrain with dvc repro train")

@@ -53,11 +53,20 @@ class Dataset:
 
 @dataclass(frozen=True)
 class EpochResult:
+    """Where training stands after `epoch` epochs (0: before any update).
+
+    train_* come from a clean pass over the training set (eval mode, no augmentation), so the gap
+    to val_* measures overfitting fairly; batch_* are the running averages over the epoch's
+    augmented batches as trained on (None at epoch 0, before any batch).
+    """
+
     epoch: int
     train_loss: float
     train_accuracy: float
     val_loss: float
     val_accuracy: float
+    batch_loss: float | None
+    batch_accuracy: float | None
     lr: float
     seconds: float
 
@@ -66,8 +75,13 @@ class EpochResult:
 class TrainResult:
     best_epoch: int
     best_state: dict[str, torch.Tensor]
-    history: list[EpochResult] = field(default_factory=list)
+    initial: EpochResult  # epoch 0, before any update
+    history: list[EpochResult] = field(default_factory=list)  # epochs 1, 2, ...
     stopped_early: bool = False
+
+    @property
+    def curves(self) -> list[EpochResult]:
+        return [self.initial, *self.history]
 
 
 def loss_function(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -148,38 +162,38 @@ def train(
     picked a worse epoch on one of three seeds measured (README, "Results").
 
     `background` is the standardized value of a black pixel, what augmentation shifts in.
+    `on_epoch` sees epoch 0 (the untouched model, as seed 003 shows it) and then every epoch.
     """
     device = train_data.inputs.device
     generator = torch.Generator(device=device).manual_seed(params.seed)
     augmenter = Augmenter(params.augment, background.to(device), generator) if params.augment.enabled else None
     optimizer = make_optimizer(model, params)
     scheduler = make_schedule(optimizer, params, steps_per_epoch=-(-len(train_data.labels) // params.batch_size))
-    result = TrainResult(best_epoch=0, best_state={})
-    best_loss, epochs_without_gain = math.inf, 0
 
-    for epoch in range(1, params.epochs + 1):
-        started = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
-        model.train()
-        train_loss, train_accuracy = _train_epoch(model, train_data, params, optimizer, scheduler, augmenter, generator, epoch)
+    def measured(epoch: int, lr: float, batches: tuple[float | None, float | None], started: float) -> EpochResult:
         val_loss, val_accuracy = evaluate(model, val_data, params.loss)
+        if not math.isfinite(val_loss) and epoch == 0:
+            raise PipelineError(f"validation loss is {val_loss} before any update: the validation arrays hold non-finite values; rerun preprocess and split")
         if not math.isfinite(val_loss):
             raise TrainingDiverged(
                 f"training diverged: validation loss {val_loss} at epoch {epoch} with lr {lr:g}: lower train.optimizer.lr"
             )
-        outcome = EpochResult(
-            epoch=epoch,
-            train_loss=train_loss,
-            train_accuracy=train_accuracy,
-            val_loss=val_loss,
-            val_accuracy=val_accuracy,
-            lr=lr,
-            seconds=time.perf_counter() - started,
-        )
-        result.history.append(outcome)
+        train_loss, train_accuracy = evaluate(model, train_data, params.loss)
+        outcome = EpochResult(epoch, train_loss, train_accuracy, val_loss, val_accuracy, *batches, lr, time.perf_counter() - started)
         on_epoch(outcome)
-        if val_loss < best_loss:
-            best_loss, epochs_without_gain = val_loss, 0
+        return outcome
+
+    result = TrainResult(best_epoch=0, best_state={}, initial=measured(0, optimizer.param_groups[0]["lr"], (None, None), time.perf_counter()))
+    best_loss, epochs_without_gain = math.inf, 0
+    for epoch in range(1, params.epochs + 1):
+        started = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        model.train()
+        batches = _train_epoch(model, train_data, params, optimizer, scheduler, augmenter, generator, epoch)
+        outcome = measured(epoch, lr, batches, started)
+        result.history.append(outcome)
+        if outcome.val_loss < best_loss:
+            best_loss, epochs_without_gain = outcome.val_loss, 0
             result.best_epoch, result.best_state = epoch, copy.deepcopy(model.state_dict())
         else:
             epochs_without_gain += 1
@@ -199,7 +213,7 @@ def _train_epoch(
     generator: torch.Generator,
     epoch: int,
 ) -> tuple[float, float]:
-    """One pass over shuffled batches; returns (mean loss, accuracy) on the training batches as seen.
+    """One pass over shuffled batches; returns (mean loss, accuracy) over the batches as trained on.
 
     The hot loop: one gather per batch instead of a shuffled copy of the whole set, one host
     sync per step (the loss value, needed to stop on divergence before the weights change),

@@ -1,4 +1,4 @@
-"""Stage 6: error analysis, PCA views of inputs and hidden activations, first-layer weight templates."""
+"""Stage 6: confusion matrix, error analysis, PCA views of inputs and hidden activations, first-layer weight templates."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from sklearn.decomposition import PCA
 
 from pipeline.lib.atomic import atomic_path, write_json
 from pipeline.lib.cli import PATH, stage_command
-from pipeline.lib.figures import digit_grid, pca_figure, save_figure
+from pipeline.lib.analysis_figures import confusion_figure, digit_grid, pca_figure
+from pipeline.lib.figures import save_figure
 from pipeline.lib.metrics import confusion, most_confused_pairs
 from pipeline.lib.mnist import CLASS_NAMES
 from pipeline.lib.model import CONV_FEATURES, CONV_KERNEL, first_layer_weights, last_hidden, load_model
@@ -57,7 +58,10 @@ def main(params: Params, model_path: Path, data: Path, predictions: Path, out: P
 
     with atomic_path(out) as folder:
         folder.mkdir()
-        write_json(folder / "confused_pairs.json", most_confused_pairs(confusion(labels, predicted), settings.confused_pairs))
+        matrix = confusion(labels, predicted)
+        write_json(folder / "confused_pairs.json", most_confused_pairs(matrix, settings.confused_pairs))
+        accuracy = (predicted == labels).mean()
+        save_figure(confusion_figure(matrix, f"test set: {len(mistakes)} mistakes, accuracy {accuracy:.2%}"), folder / "confusion.png")
         save_figure(digit_grid(images[worst], captions, f"{len(worst)} most confident of {len(mistakes)} mistakes"), folder / "mistakes.png")
         pca_view(images[sample], labels[sample], f"test images, PCA of {len(sample)} inputs", folder / "pca_inputs.png")
         pca_view(last_hidden(network, images[sample], 4096), labels[sample], f"PCA of the {layer}", folder / "pca_hidden.png")

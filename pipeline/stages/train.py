@@ -4,38 +4,70 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import click
 import torch
 from dvclive import Live
 
-from pipeline.lib.atomic import atomic_paths, write_json
+from pipeline.lib.atomic import atomic_paths, replaced_in_place, write_json
 from pipeline.lib.cli import PATH, stage_command
 from pipeline.lib.device import make_deterministic, numerics_fingerprint, resolve_device
+from pipeline.lib.figures import learning_curves, save_figure
 from pipeline.lib.model import build_model, save_model
 from pipeline.lib.normalization import Normalization
 from pipeline.lib.params import Params
-from pipeline.lib.training import Dataset, EpochResult, train
+from pipeline.lib.training import Dataset, EpochResult, TrainResult, train
 
 
-def log_epoch(live: Live, outcome: EpochResult) -> None:
-    live.step = outcome.epoch  # plots and summaries count epochs from 1, like best_epoch
-    for split in ("train", "val"):
-        live.log_metric(f"{split}/loss", round(getattr(outcome, f"{split}_loss"), 6))
-        live.log_metric(f"{split}/accuracy", round(getattr(outcome, f"{split}_accuracy"), 6))
-    live.log_metric("lr", outcome.lr)
-    live.next_step()
-    click.echo(
-        f"epoch {outcome.epoch}: train loss {outcome.train_loss:.4f} acc {outcome.train_accuracy:.4f} | "
-        f"val loss {outcome.val_loss:.4f} acc {outcome.val_accuracy:.4f} | {outcome.seconds:.1f} s"
-    )
+class Progress:
+    """Each epoch into dvclive's files (in place, so `dvc plots show` and VS Code follow along)
+    and one line on the terminal with the time per epoch and the time left."""
+
+    def __init__(self, live: Live, epochs: int):
+        self.live, self.epochs, self.seconds = live, epochs, 0.0
+
+    def __call__(self, outcome: EpochResult) -> None:
+        self.live.step = outcome.epoch  # epoch 0 is the untouched model
+        series = {
+            "train": (outcome.train_loss, outcome.train_accuracy),
+            "val": (outcome.val_loss, outcome.val_accuracy),
+            "batches": (outcome.batch_loss, outcome.batch_accuracy),
+        }
+        for name, (loss, accuracy) in series.items():
+            if loss is not None:
+                self.live.log_metric(f"{name}/loss", round(loss, 6))
+                self.live.log_metric(f"{name}/accuracy", round(accuracy, 6))
+        self.live.log_metric("lr", outcome.lr)
+        self.live.next_step()
+        timing = "before any update"
+        if outcome.epoch:
+            self.seconds += outcome.seconds
+            timing = f"{outcome.seconds:.1f} s, {self.seconds / outcome.epoch * (self.epochs - outcome.epoch):.0f} s left"
+        click.echo(
+            f"epoch {outcome.epoch}/{self.epochs}: train loss {outcome.train_loss:.4f} acc {outcome.train_accuracy:.4f} | "
+            f"val loss {outcome.val_loss:.4f} acc {outcome.val_accuracy:.4f} | {timing}"
+        )
+
+
+def summary(result: TrainResult, parameters: int) -> dict:
+    """The final metrics: the kept epoch's, not the last one's."""
+    kept = result.history[result.best_epoch - 1]
+    return {
+        "kept_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "stopped_early": result.stopped_early,
+        "parameters": parameters,
+        "train": {"loss": round(kept.train_loss, 6), "accuracy": round(kept.train_accuracy, 6)},
+        "val": {"loss": round(kept.val_loss, 6), "accuracy": round(kept.val_accuracy, 6)},
+    }
 
 
 @click.option("--data", type=PATH, required=True, help="Folder of the train and val arrays.")
 @click.option("--stats", type=PATH, required=True, help="Normalization JSON written by preprocess.")
 @click.option("--model", "model_path", type=PATH, required=True, help="Model file to write.")
-@click.option("--live", "live_dir", type=PATH, required=True, help="Folder for dvclive metrics and plots.")
+@click.option("--live", "live_dir", type=PATH, required=True, help="Folder for dvclive's curves, the final metrics and curves.png.")
 @click.option("--timing", type=PATH, required=True, help="JSON file for seconds and numerics (kept apart: not reproducible).")
 @stage_command
 def main(params: Params, data: Path, stats: Path, model_path: Path, live_dir: Path, timing: Path) -> None:
@@ -44,24 +76,15 @@ def main(params: Params, data: Path, stats: Path, model_path: Path, live_dir: Pa
     normalization = Normalization.from_json(json.loads(stats.read_text()))
     train_set, val_set = Dataset.load(data, "train", device), Dataset.load(data, "val", device)
     model = build_model(params.model).to(device)
+    background = torch.from_numpy(normalization.black_pixel())
 
     started = time.perf_counter()
-    # Curves, model and timing appear together, and only once training has succeeded.
-    with atomic_paths(live_dir, model_path, timing) as (live_folder, model_file, timing_file):
+    # The curves grow in place, epoch by epoch; the model, the timing and the final metrics appear
+    # only once training has succeeded, and a failed or interrupted run puts the last curves back.
+    with replaced_in_place(live_dir) as live_folder, atomic_paths(model_path, timing) as (model_file, timing_file):
         with Live(str(live_folder), dvcyaml=False, save_dvc_exp=False) as live:
-            result = train(
-                model, train_set, val_set, params.train, torch.from_numpy(normalization.black_pixel()), lambda e: log_epoch(live, e)
-            )
-            seconds = time.perf_counter() - started
-            best = result.history[result.best_epoch - 1]
-            live.summary.update({
-                "best_epoch": result.best_epoch,
-                "best_val_accuracy": round(best.val_accuracy, 6),
-                "best_val_loss": round(best.val_loss, 6),
-                "epochs_run": len(result.history),
-                "stopped_early": result.stopped_early,
-                "parameters": sum(p.numel() for p in model.parameters()),
-            })
+            result = train(model, train_set, val_set, params.train, background, Progress(live, params.train.epochs))
+        seconds = time.perf_counter() - started
         model.load_state_dict(result.best_state)
         save_model(model_file, model, params.model, normalization)
         write_json(timing_file, {
@@ -69,8 +92,11 @@ def main(params: Params, data: Path, stats: Path, model_path: Path, live_dir: Pa
             "train_seconds": round(seconds, 2),
             "seconds_per_epoch": round(sum(e.seconds for e in result.history) / len(result.history), 3),
         })
+        write_json(live_folder / "metrics.json", summary(result, sum(p.numel() for p in model.parameters())))
+        save_figure(learning_curves([asdict(e) for e in result.curves], result.best_epoch), live_folder / "curves.png")
+    kept = result.history[result.best_epoch - 1]
     click.echo(
-        f"train: best epoch {result.best_epoch} (val loss {best.val_loss:.4f}, accuracy {best.val_accuracy:.4f}), "
+        f"train: kept epoch {result.best_epoch} (val loss {kept.val_loss:.4f}, accuracy {kept.val_accuracy:.4f}), "
         f"{seconds:.1f} s on {device}"
     )
 

@@ -2,9 +2,10 @@
 
 Every arm x seed of the named studies (all, without names) that has no finished experiment on
 top of the current commit is queued with `dvc exp run --queue`, each from the committed
-params.yaml plus only its own settings, so no run inherits another's params. The queue runs;
-then DVC's record of the experiments (`dvc exp show --json`) becomes reports/studies/<study>.json,
-.md and .png, and the README's studies region is regenerated from those tables.
+params.yaml plus only its own settings, so no run inherits another's params. Each runs the pipeline up to REPORTED_STAGE: analyze's figures of a run are one
+`dvc exp apply <name> && dvc repro` away, and would cost every run of a study ~8 s. The queue runs;
+then DVC's record of the experiments (`dvc exp show --json`, and each experiment's commit) becomes
+reports/studies/<study>.json, .md and .png, and the README's studies region is regenerated from those tables.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from pipeline.lib.layout import stage_path
 from pipeline.lib.params import DEFAULT_PARAMS, read_params_file
 
 REPORTS, README = Path("reports/studies"), Path("README.md")
+REPORTED_STAGE = "evaluate"  # the last stage a study's runs need: its metrics are what the study reports
 POLL_SECONDS = 5
 
 
@@ -47,10 +49,16 @@ def dvc(*args: str) -> str:
 
 def metric_files() -> MetricFiles:
     return MetricFiles(
-        evaluation=stage_path("evaluate", "--metrics").as_posix(),
+        evaluation=stage_path(REPORTED_STAGE, "--metrics").as_posix(),
         training_summary=(stage_path("train", "--live") / "metrics.json").as_posix(),
         timing=stage_path("train", "--timing").as_posix(),
+        val_curve=(stage_path("train", "--live") / "plots/metrics/val/accuracy.tsv").as_posix(),
     )
+
+
+def committed_text(revision: str, path: str) -> str:
+    """A file as an experiment's commit holds it (reports/ is git's, so every experiment has its own)."""
+    return subprocess.run(["git", "show", f"{revision}:{path}"], capture_output=True, text=True, check=True).stdout
 
 
 def run_queue(jobs: int) -> None:
@@ -69,7 +77,7 @@ def study(names: tuple[str, ...], studies_file: Path, collect_only: bool, jobs: 
         missing = [run for run in planned if run.name not in recorded_experiments(shown)]
         click.echo(f"study: {len(planned) - len(missing)} of {len(planned)} runs recorded already; queueing {len(missing)}", err=True)
         for run in missing:
-            dvc("exp", "run", "--queue", "--name", run.name, *run.set_params())
+            dvc("exp", "run", "--queue", "--name", run.name, *run.set_params(), REPORTED_STAGE)
         if missing:
             run_queue(jobs)
             shown = json.loads(dvc("exp", "show", "--json"))
@@ -77,7 +85,7 @@ def study(names: tuple[str, ...], studies_file: Path, collect_only: bool, jobs: 
     files = metric_files()
     for name in dict.fromkeys(run.study for run in planned):
         declared = studies.studies[name]
-        results = summarize(declared, [run for run in planned if run.study == name], recorded, files)
+        results = summarize(declared, [run for run in planned if run.study == name], recorded, files, committed_text)
         if not any(result.runs for result in results):
             click.echo(f"study {name}: no run recorded on top of commit {commit[:7]}; its reports stay as they are", err=True)
             continue

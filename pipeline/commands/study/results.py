@@ -1,4 +1,5 @@
-"""A study's results, from DVC's own record of its experiments (`dvc exp show --json`).
+"""A study's results, from DVC's own record of its experiments: `dvc exp show --json` for the
+metrics, and the experiment's commit for what is kept out of the metrics (seconds, curves).
 
 Each arm gets the mean and standard deviation over its seeds. A difference from the study's first
 arm is marked `within noise` when it is smaller than twice its standard error, sqrt(s1^2/n1 + s2^2/n2):
@@ -7,9 +8,10 @@ the seeds alone could have made it.
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 
 from pipeline.commands.study.plan import Run, Study
@@ -23,7 +25,7 @@ NO_RESULTS = "No study has been run with today's code yet.\n"
 MEASURES = {
     "test_accuracy": "test acc.",
     "test_loss": "test loss",
-    "train_accuracy": "train acc. (last epoch)",
+    "train_accuracy": "train acc. (kept epoch)",
     "val_accuracy": "val. acc. (kept epoch)",
     "kept_epoch": "kept epoch",
     "train_seconds": "training s",
@@ -36,8 +38,12 @@ class MetricFiles:
     """Where the stages write what a study reads: paths as dvc.yaml names them."""
 
     evaluation: str  # evaluate's --metrics
-    training_summary: str  # dvclive's metrics.json in train's --live folder
+    training_summary: str  # metrics.json in train's --live folder
     timing: str  # train's --timing
+    val_curve: str  # dvclive's validation accuracy per epoch, in train's --live folder
+
+
+ReadFile = Callable[[str, str], str]  # (experiment commit, path) -> the file's text in that commit
 
 
 @dataclass(frozen=True)
@@ -48,13 +54,14 @@ class ArmResult:
     failed: list[str]  # names of the experiments that did not finish (e.g. training diverged)
     mean: dict[str, float]
     std: dict[str, float]
+    curve: list[float]  # mean validation accuracy per epoch from epoch 0, over the seeds
     difference: float | None = None  # test accuracy minus the first arm's
     within_noise: bool | None = None
 
 
 def recorded_experiments(shown: list[dict]) -> dict[str, dict]:
-    """Experiment name -> its data, for every experiment that finished, from `dvc exp show --json`."""
-    return {rev["name"]: rev["data"] for rev in _revisions(shown) if not rev.get("error") and rev.get("data")}
+    """Experiment name -> its row (commit `rev` and `data`), for every experiment that finished."""
+    return {rev["name"]: rev for rev in _revisions(shown) if not rev.get("error") and rev.get("data")}
 
 
 def baseline_commit(shown: list[dict]) -> str:
@@ -68,27 +75,37 @@ def _revisions(shown: list[dict]) -> Iterator[dict]:
             yield from experiment.get("revs", [])
 
 
-def measures(data: Mapping, files: MetricFiles) -> dict[str, float]:
-    metrics = data["metrics"]
-    evaluation, summary = metrics[files.evaluation]["data"], metrics[files.training_summary]["data"]
+def measures(row: Mapping, files: MetricFiles, read: ReadFile) -> dict[str, float]:
+    metrics = row["data"]["metrics"]
+    evaluation, summary = metrics[files.evaluation]["data"]["test"], metrics[files.training_summary]["data"]
     return {
         "test_accuracy": evaluation["accuracy"],
         "test_loss": evaluation["loss"],
         "train_accuracy": summary["train"]["accuracy"],
-        "val_accuracy": summary["best_val_accuracy"],
-        "kept_epoch": summary["best_epoch"],
-        "train_seconds": metrics[files.timing]["data"]["train_seconds"],
+        "val_accuracy": summary["val"]["accuracy"],
+        "kept_epoch": summary["kept_epoch"],
+        "train_seconds": json.loads(read(row["rev"], files.timing))["train_seconds"],
     }
 
 
-def summarize(study: Study, planned: list[Run], recorded: Mapping[str, dict], files: MetricFiles) -> list[ArmResult]:
+def curve(row: Mapping, files: MetricFiles, read: ReadFile) -> list[float]:
+    """Validation accuracy per epoch from dvclive's TSV (a header row names the columns)."""
+    header, *lines = read(row["rev"], files.val_curve).splitlines()
+    column = header.split("\t").index("accuracy")
+    return [float(line.split("\t")[column]) for line in lines]
+
+
+def summarize(study: Study, planned: list[Run], recorded: Mapping[str, dict], files: MetricFiles, read: ReadFile) -> list[ArmResult]:
     results = []
     for arm_name, arm in study.arms.items():
         names = [run.name for run in planned if run.arm == arm_name]
-        values = [measures(recorded[name], files) for name in names if name in recorded]
+        rows = [recorded[name] for name in names if name in recorded]
+        values = [measures(row, files, read) for row in rows]
+        curves = [curve(row, files, read) for row in rows]
         mean = {key: statistics.fmean(v[key] for v in values) for key in MEASURES} if values else {}
         std = {key: statistics.stdev(v[key] for v in values) if len(values) > 1 else 0.0 for key in MEASURES} if values else {}
-        results.append(ArmResult(arm_name, arm.reported, len(values), [n for n in names if n not in recorded], mean, std))
+        mean_curve = [statistics.fmean(epoch) for epoch in zip(*curves)]
+        results.append(ArmResult(arm_name, arm.reported, len(values), [n for n in names if n not in recorded], mean, std, mean_curve))
     return compare_to_first(results)
 
 
@@ -163,17 +180,24 @@ def with_studies_region(readme: str, tables: list[str]) -> str:
 
 
 def figure(name: str, results: list[ArmResult]) -> plt.Figure:
-    """Test accuracy per arm: mean and standard deviation over seeds, and the source's number."""
-    figure, axes = plt.subplots(figsize=(1.2 * len(results) + 2, 4))
+    """Left, test accuracy per arm (mean and standard deviation over seeds, and the source's
+    number); right, each arm's mean validation error per epoch from epoch 0."""
+    figure, (arms, curves) = plt.subplots(1, 2, figsize=(1.2 * len(results) + 8, 4), gridspec_kw={"width_ratios": [1, 1.4]})
     ran = [(index, result) for index, result in enumerate(results) if result.runs]
-    axes.errorbar(
+    arms.errorbar(
         [index for index, _ in ran], [100 * r.mean["test_accuracy"] for _, r in ran],
         yerr=[100 * r.std["test_accuracy"] for _, r in ran], fmt="o", capsize=4, label="this project (mean ± std over seeds)",
     )
     reported = [(index, r.reported) for index, r in enumerate(results) if r.reported is not None]
     if reported:
-        axes.scatter([i for i, _ in reported], [100 * v for _, v in reported], marker="x", color="black", label="source reports")
-    axes.set_xticks(range(len(results)), [r.arm for r in results])
-    axes.set(ylabel="test accuracy (%)", title=f"study: {name}")
-    axes.legend(fontsize=8, loc="lower right")
+        arms.scatter([i for i, _ in reported], [100 * v for _, v in reported], marker="x", color="black", label="source reports")
+    arms.set_xticks(range(len(results)), [r.arm for r in results], rotation=20)
+    arms.set(ylabel="test accuracy (%)", title=f"study: {name}")
+    arms.legend(fontsize=8, loc="lower right")
+    for _, result in ran:
+        curves.plot(range(len(result.curve)), [1 - accuracy for accuracy in result.curve], marker=".", label=result.arm)
+    curves.set_yscale("log")
+    curves.set(xlabel="epoch (0: before any update)", ylabel="validation error, log scale", title="validation error per epoch (mean over seeds)")
+    curves.grid(alpha=0.3)
+    curves.legend(fontsize=8)
     return figure

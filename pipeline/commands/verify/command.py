@@ -46,7 +46,7 @@ def file_md5(path: str) -> str | None:
 
 def run_record(text_of, timing: str, metrics: str) -> Run:
     """The numerics and test accuracy of a run, from its timing and metrics files."""
-    return Run(json.loads(text_of(timing)).get("numerics", {}), json.loads(text_of(metrics))["accuracy"])
+    return Run(json.loads(text_of(timing)).get("numerics", {}), json.loads(text_of(metrics))["test"]["accuracy"])
 
 
 def verify(revision: str) -> None:
