@@ -3,6 +3,7 @@
 import click
 
 from pipeline.commands.bench.command import main as bench
+from pipeline.commands.export.command import main as export
 from pipeline.commands.predict.command import main as predict
 from pipeline.commands.study.command import main as study
 from pipeline.commands.verify.command import main as verify
@@ -14,6 +15,7 @@ def cli() -> None:
 
 
 cli.add_command(bench, "bench")
+cli.add_command(export, "export")
 cli.add_command(predict, "predict")
 cli.add_command(study, "study")
 cli.add_command(verify, "verify")

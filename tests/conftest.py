@@ -22,6 +22,7 @@ from idx_writer import write_idx_gz
 from pipeline.lib.fetch import MIRROR_VARIABLE, mirrors_from_environment
 from pipeline.lib.mnist import OFFICIAL_FILES, SPLIT_FILES
 from pipeline.lib.params import Params
+from pipeline.stages import analyze, evaluate, preprocess, split, train
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -171,3 +172,35 @@ def project(tmp_path, shared_mnist, monkeypatch) -> Path:
     git(project, "add", "-A")
     git(project, "commit", "-qm", "init")
     return project
+
+
+def pipeline_steps(params_file: Path, raw: Path, root: Path) -> tuple[dict[str, Path], list[tuple]]:
+    """preprocess -> split -> train -> evaluate -> analyze, as dvc.yaml chains them: (paths, commands)."""
+    paths = {
+        "pre": root / "pre", "stats": root / "reports/normalization.json", "split": root / "split",
+        "counts": root / "reports/counts.json", "model": root / "model/model.pt", "live": root / "reports/train",
+        "timing": root / "reports/timing.json", "metrics": root / "reports/metrics.json",
+        "per_class": root / "reports/per_class.json",
+        "csv": root / "reports/confusion.csv",
+        "probs": root / "probs.npy", "analysis": root / "reports/analyze",
+    }
+    p = ["--params", params_file]
+    steps = [
+        (preprocess.main, "--raw", raw, "--out", paths["pre"], "--stats", paths["stats"]),
+        (split.main, "--data", paths["pre"], "--out", paths["split"], "--counts", paths["counts"]),
+        (train.main, "--data", paths["split"], "--stats", paths["stats"], "--model", paths["model"],
+         "--live", paths["live"], "--timing", paths["timing"]),
+        (evaluate.main, "--model", paths["model"], "--data", paths["pre"], "--metrics", paths["metrics"],
+         "--per-class", paths["per_class"], "--confusion-csv", paths["csv"], "--predictions", paths["probs"]),
+        (analyze.main, "--model", paths["model"], "--data", paths["pre"], "--predictions", paths["probs"],
+         "--out", paths["analysis"]),
+    ]
+    return paths, [(command, *p, *args) for command, *args in steps]
+
+
+def run_pipeline(run_stage, params_file: Path, raw: Path, root: Path) -> dict[str, Path]:
+    paths, steps = pipeline_steps(params_file, raw, root)
+    for step in steps:
+        result = run_stage(*step)
+        assert result.exit_code == 0, result.output
+    return paths

@@ -16,7 +16,7 @@ from pipeline.lib.params import Params
 from pipeline.lib.training import Dataset
 
 
-def test_repeats_run_in_rounds_and_keep_each_fastest():
+def test_repeats_run_in_rounds_keep_each_fastest_and_say_what_runs(capsys):
     calls, times = [], {"a": iter([3.0, 1.0, 2.0]), "b": iter([5.0, 6.0, 4.0])}
 
     def measure(name: str):
@@ -26,8 +26,10 @@ def test_repeats_run_in_rounds_and_keep_each_fastest():
 
         return run
 
-    assert best_of_interleaved(3, [measure("a"), measure("b")]) == [1.0, 4.0]
+    assert best_of_interleaved(3, {"a": measure("a"), "b": measure("b")}) == [1.0, 4.0]
     assert calls == ["a", "b"] * 3
+    progress = capsys.readouterr().err.splitlines()
+    assert progress[:2] == ["bench: round 1/3, 1/2: a", "bench: round 1/3, 2/2: b"] and len(progress) == 6
 
 
 def random_dataset(count: int) -> Dataset:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import ast
 import json
+import os
+import subprocess
 
 import pytest
+import yaml
 
 from conftest import PROJECT_ROOT, dvc, git
 from pipeline.lib.layout import stage_path, stages
@@ -65,11 +68,18 @@ def test_the_library_serves_stages_and_commands_and_imports_neither():
 
 
 def test_a_command_module_is_used_by_its_command_alone():
-    assert COMMANDS == ["bench", "predict", "study", "verify"]
+    assert COMMANDS == ["bench", "export", "predict", "study", "verify"]
     for command in COMMANDS:
         for module in modules_under(f"pipeline/commands/{command}"):
             foreign = {n for n in pipeline_imports(module) if n.startswith("pipeline.commands.")}
             assert all(n.startswith(f"pipeline.commands.{command}.") for n in foreign), module
+
+
+def test_the_model_artifact_is_the_file_train_writes():
+    artifacts = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["artifacts"]
+    assert {name: (a["path"], a["type"]) for name, a in artifacts.items()} == {
+        "mnist-mlp": (stage_path("train", "--model", PROJECT_ROOT).as_posix(), "model")
+    }
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -98,5 +108,12 @@ def test_repro_then_noop_then_experiment_reruns_only_training(project):
     assert "didn't change, skipping" in output
     diff = dvc(project, "metrics", "diff", "--json")
     assert metrics_file.as_posix() in json.loads(diff)
+    assert stage_path("train", "--timing").as_posix() not in json.loads(diff)  # seconds are no metric
     shown = json.loads(dvc(project, "exp", "show", "--json"))
     assert len(shown) >= 1 and "train.optimizer.lr" in dvc(project, "params", "diff")
+
+    recipe = next(line for line in (PROJECT_ROOT / "README.md").read_text().splitlines() if line.startswith("dvc exp show --only-changed"))
+    table = subprocess.run(recipe, shell=True, cwd=project, capture_output=True, text=True, env=os.environ | {"COLUMNS": "400"})
+    assert table.returncode == 0, table.stderr
+    assert "train.optimizer.lr" in table.stdout and "test.accuracy" in table.stdout and "train_seconds" not in table.stdout
+    assert max(len(line.rstrip()) for line in table.stdout.splitlines()) <= 120, table.stdout

@@ -14,6 +14,7 @@ from PIL import Image
 from conftest import small_params
 from idx_writer import write_idx_gz
 from pipeline.commands.predict import command as predict
+from pipeline.commands.predict import digitize as predict_digitize
 from pipeline.commands.predict.digitize import to_mnist
 from pipeline.lib.device import make_deterministic
 from pipeline.lib.mnist import load_official
@@ -147,3 +148,42 @@ def test_bytes_that_are_no_model_file_are_refused(tmp_path, mnist_model):
     Image.new("L", (28, 28), 0).save(tmp_path / "x.png")
     code, output = run_predict("--model", broken, tmp_path / "x.png")
     assert code == 1 and output.startswith(f"error: {broken} ") and "retrain with dvc repro train" in output
+
+
+def test_an_image_past_pillows_bomb_limit_is_one_line(tmp_path, mnist_model, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # a 100 x 100 image stands in for 13,500 x 13,500
+    Image.new("L", (100, 100), 0).save(tmp_path / "huge.png")
+    code, output = run_predict("--model", mnist_model[0], tmp_path / "huge.png")
+    assert code == 1
+    assert output == f"error: {tmp_path / 'huge.png'} has more than 1,000 pixels, past Pillow's decompression-bomb limit: scale it down (a digit needs a few hundred pixels a side)\n"
+
+
+@pytest.mark.parametrize("variant", ["scan_16_bit", "white_ink_on_transparent"])
+def test_16_bit_scans_and_white_ink_on_transparency_are_digits(tmp_path, mnist_model, variant):
+    model_path, originals, expected = mnist_model
+    for index, image in enumerate(originals[:50]):
+        if variant == "scan_16_bit":  # dark ink on grey paper, spanning 21,000-31,200 of 0-65,535
+            Image.fromarray((31200 - 40 * image.astype(np.int32)).astype(np.uint16)).save(tmp_path / f"{index:03d}.png")
+        else:  # white strokes whose opacity is the digit, on fully transparent black
+            pixels = np.zeros((*image.shape, 4), dtype=np.uint8)
+            pixels[..., :3], pixels[..., 3] = 255, image
+            Image.fromarray(pixels, "RGBA").save(tmp_path / f"{index:03d}.png")
+    assert np.array_equal(to_mnist(predict_digitize.read_image(tmp_path / "000.png")), to_mnist(originals[0].astype(np.float32)))
+    code, output = run_predict("--model", model_path, "--json", tmp_path)
+    assert code == 0, output
+    assert [int(r["digit"]) for r in json.loads(output)] == list(expected[:50])
+
+
+def test_one_unreadable_file_does_not_stop_the_folder(tmp_path, mnist_model):
+    model_path, originals, expected = mnist_model
+    for index, image in enumerate(originals[:3]):
+        Image.fromarray(image).save(tmp_path / f"{index}.png")
+    (tmp_path / "1b.png").write_text("not an image")
+    code, output = run_predict("--model", model_path, tmp_path)
+    lines = output.splitlines()
+    assert code == 1 and len(lines) == 5
+    assert lines[0].startswith(f"{tmp_path / '0.png'}: {expected[0]}  (") and lines[2].startswith(f"{tmp_path / '1b.png'}: error: ")
+    assert lines[4] == "error: 1 of 4 inputs could not be classified (their lines above say why): fix or remove them"
+    code, output = run_predict("--model", model_path, "--json", tmp_path)
+    results = json.loads(output[: output.rindex("]") + 1])
+    assert code == 1 and [("error" in r) for r in results] == [False, False, True, False]

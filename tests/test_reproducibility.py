@@ -163,10 +163,29 @@ def test_bench_measures_stages_in_a_copy_without_the_network(project, monkeypatc
     assert workspace_state(project) == good
 
 
-def verify(project: Path, **environment: str) -> subprocess.CompletedProcess:
+def verify(project: Path, *options: str, **environment: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline", "verify"], cwd=project, capture_output=True, text=True, env=os.environ | environment
+        [sys.executable, "-m", "pipeline", "verify", *options], cwd=project, capture_output=True, text=True, env=os.environ | environment
     )
+
+
+@pytest.mark.slow
+def test_a_pushed_model_is_pulled_into_a_fresh_clone_and_verified_without_retraining(project, tmp_path):
+    """README, "Sharing results": push from one clone, pull into another, verify there from evaluate on."""
+    dvc(project, "remote", "add", "--default", "team", str(tmp_path / "remote"))
+    dvc(project, "repro")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "results and the team's remote")
+    dvc(project, "push")
+    subprocess.run(["git", "clone", "-q", str(project), str(tmp_path / "clone")], check=True)
+    clone = tmp_path / "clone"
+    dvc(clone, "pull")
+    model = stage_path("train", "--model", clone)
+    assert (clone / model).read_bytes() == (project / model).read_bytes()
+    checked = verify(clone, "--from", "evaluate", MNIST_MIRROR="/nonexistent")  # nothing is downloaded or retrained
+    assert checked.returncode == 0, checked.stderr
+    assert "Running stage 'evaluate'" in checked.stderr and "Running stage 'train'" not in checked.stderr
+    assert "verify: reproduced exactly" in checked.stdout
 
 
 @pytest.mark.slow

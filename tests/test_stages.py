@@ -10,41 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import small_params, write_params
+from conftest import pipeline_steps, run_pipeline, small_params, write_params
 from pipeline.stages import analyze, download, evaluate, preprocess, split, train
 from pipeline.lib.mnist import OFFICIAL_FILES
-
-
-def pipeline_steps(params_file: Path, raw: Path, root: Path) -> tuple[dict[str, Path], list[tuple]]:
-    """preprocess -> split -> train -> evaluate -> analyze, as dvc.yaml chains them: (paths, commands)."""
-    paths = {
-        "pre": root / "pre", "stats": root / "reports/normalization.json", "split": root / "split",
-        "counts": root / "reports/counts.json", "model": root / "model/model.pt", "live": root / "reports/train",
-        "timing": root / "reports/timing.json", "metrics": root / "reports/metrics.json",
-        "per_class": root / "reports/per_class.json",
-        "csv": root / "reports/confusion.csv",
-        "probs": root / "probs.npy", "analysis": root / "reports/analyze",
-    }
-    p = ["--params", params_file]
-    steps = [
-        (preprocess.main, "--raw", raw, "--out", paths["pre"], "--stats", paths["stats"]),
-        (split.main, "--data", paths["pre"], "--out", paths["split"], "--counts", paths["counts"]),
-        (train.main, "--data", paths["split"], "--stats", paths["stats"], "--model", paths["model"],
-         "--live", paths["live"], "--timing", paths["timing"]),
-        (evaluate.main, "--model", paths["model"], "--data", paths["pre"], "--metrics", paths["metrics"],
-         "--per-class", paths["per_class"], "--confusion-csv", paths["csv"], "--predictions", paths["probs"]),
-        (analyze.main, "--model", paths["model"], "--data", paths["pre"], "--predictions", paths["probs"],
-         "--out", paths["analysis"]),
-    ]
-    return paths, [(command, *p, *args) for command, *args in steps]
-
-
-def run_pipeline(run_stage, params_file: Path, raw: Path, root: Path) -> dict[str, Path]:
-    paths, steps = pipeline_steps(params_file, raw, root)
-    for step in steps:
-        result = run_stage(*step)
-        assert result.exit_code == 0, result.output
-    return paths
 
 
 def test_all_stages_chain_on_synthetic_data(tmp_path, raw_dir, params_file, run_stage):
@@ -81,7 +49,9 @@ def test_all_stages_chain_on_synthetic_data(tmp_path, raw_dir, params_file, run_
     assert probs.shape == (100, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
 
     figures = sorted(p.name for p in paths["analysis"].iterdir())
-    assert figures == ["confused_pairs.json", "confusion.png", "first_layer_weights.png", "mistakes.png", "pca_hidden.png", "pca_inputs.png"]
+    assert figures == [
+        "confused_pairs.json", "confusion.png", "first_layer_weights.png", "mistakes.png", "pca_hidden.png", "pca_inputs.png", "per_class.png"
+    ]
     assert all((paths["analysis"] / name).read_bytes()[:4] == b"\x89PNG" for name in figures if name.endswith(".png"))
 
     payload = torch.load(paths["model"], weights_only=True)

@@ -167,3 +167,14 @@ def test_a_study_runs_through_the_queue_and_no_run_inherits_anothers_params(proj
     moved_on = study("--collect-only")
     assert moved_on.returncode == 0 and "study tiny: no run recorded on top of commit" in moved_on.stderr
     assert (project / "reports/studies/tiny.md").read_text() == written
+    baseline = result["commit"]
+    collected = study("--collect-only", "--baseline", baseline)  # only reports changed since
+    assert collected.returncode == 0, collected.stderr
+    assert (project / "reports/studies/tiny.md").read_text() == written
+
+    with (project / "pipeline/lib/training.py").open("a") as code:
+        code.write("# a change to what the runs ran\n")
+    git(project, "commit", "-qam", "code")
+    stale = study("--collect-only", "--baseline", baseline)
+    assert stale.returncode == 1
+    assert stale.stderr.strip() == f"error: pipeline/lib/training.py changed since {baseline}: its experiments no longer stand for HEAD; rerun the studies"

@@ -1,4 +1,4 @@
-"""The figures analyze draws: confusion matrix, digit galleries and weight templates, PCA scatters."""
+"""The figures analyze draws: confusion matrix, per-class bars, mistakes, weight templates, PCA scatters."""
 
 from __future__ import annotations
 
@@ -22,36 +22,66 @@ def confusion_figure(matrix: np.ndarray, title: str) -> plt.Figure:
     return figure
 
 
-def digit_grid(images: np.ndarray, captions: list[str], title: str, diverging: bool = False) -> plt.Figure:
-    """Small multiples of square images (or their flattened rows, e.g. 784 long), each with a caption.
+def per_class_figure(per_class: dict[str, dict[str, float]], title: str) -> plt.Figure:
+    """Precision and recall per digit, side by side, on an axis zoomed to where they differ."""
+    figure, axes = plt.subplots(figsize=(9, 4), layout="constrained")
+    positions = np.arange(len(per_class))
+    lowest = min(min(scores["precision"], scores["recall"]) for scores in per_class.values())
+    for offset, measure in ((-0.2, "precision"), (0.2, "recall")):
+        values = [scores[measure] for scores in per_class.values()]
+        bars = axes.bar(positions + offset, values, width=0.4, label=measure)
+        axes.bar_label(bars, labels=[f"{100 * v:.1f}" for v in values], fontsize=7, padding=2)
+    axes.set_xticks(positions, list(per_class))
+    axes.set_ylim(max(0.0, lowest - 0.03), 1.005)
+    axes.set(xlabel="digit", ylabel="precision, recall (bar labels in %)", title=title)
+    axes.legend(loc="lower right", fontsize=8)
+    return figure
 
-    `diverging` draws signed values (weights) red for positive, blue for negative, centred on 0.
-    """
-    columns = max(1, min(8, len(images)))  # a perfect model has no mistakes to show
-    rows = max(1, math.ceil(len(images) / columns))
-    figure, grid = plt.subplots(rows, columns, figsize=(columns * 1.3, rows * 1.5), squeeze=False)
+
+def _grid(count: int, title: str) -> tuple[plt.Figure, np.ndarray]:
+    """Up to 8 columns of small square panels, axes off, with no blank band above them."""
+    columns = max(1, min(8, count))  # a perfect model has no mistakes to show
+    rows = max(1, math.ceil(count / columns))
+    figure, grid = plt.subplots(rows, columns, figsize=(columns * 1.3, rows * 1.45 + 0.4), squeeze=False, layout="constrained")
     for axes in grid.flat:
         axes.axis("off")
-    for axes, image, caption in zip(grid.flat, images, captions):
-        side = math.isqrt(np.asarray(image).size)
-        picture = np.asarray(image).reshape(side, side)
-        if diverging:
-            limit = float(np.abs(picture).max()) or 1.0
-            axes.imshow(picture, cmap="RdBu_r", vmin=-limit, vmax=limit)
-        else:
-            axes.imshow(picture, cmap="gray_r")
-        axes.set_title(caption, fontsize=8)
     figure.suptitle(title)
+    return figure, grid
+
+
+def _square(row: np.ndarray) -> np.ndarray:
+    side = math.isqrt(np.asarray(row).size)
+    return np.asarray(row).reshape(side, side)
+
+
+def digit_grid(images: np.ndarray, captions: list[str], title: str) -> plt.Figure:
+    """Small multiples of images (or their flattened rows, e.g. 784 long), dark ink on white, each with a caption."""
+    figure, grid = _grid(len(images), title)
+    for axes, image, caption in zip(grid.flat, images, captions):
+        axes.imshow(_square(image), cmap="gray_r")
+        axes.set_title(caption, fontsize=8)
+    return figure
+
+
+def weight_templates(weights: np.ndarray, captions: list[str], title: str) -> plt.Figure:
+    """Weight rows as square images on one symmetric colour scale (red positive, blue negative),
+    so that a faint template looks faint; the 99.5th percentile of |w| is the scale's end."""
+    figure, grid = _grid(len(weights), title)
+    limit = float(np.percentile(np.abs(weights), 99.5)) or 1.0
+    for axes, row, caption in zip(grid.flat, weights, captions):
+        image = axes.imshow(_square(row), cmap="RdBu_r", vmin=-limit, vmax=limit)
+        axes.set_title(caption, fontsize=8)
+    figure.colorbar(image, ax=grid, shrink=0.5, label="weight (one scale for all panels)")
     return figure
 
 
 def pca_figure(points: np.ndarray, labels: np.ndarray, explained: np.ndarray, title: str) -> plt.Figure:
-    figure, axes = plt.subplots(figsize=(7, 6))
+    figure, axes = plt.subplots(figsize=(8, 6), layout="constrained")
     colours = plt.get_cmap("tab10")
     for digit, name in enumerate(CLASS_NAMES):
         chosen = labels == digit
         axes.scatter(points[chosen, 0], points[chosen, 1], s=4, alpha=0.6, color=colours(digit), label=name)
-    axes.legend(markerscale=3, title="digit", loc="best", fontsize=8)
+    axes.legend(markerscale=3, title="digit", loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)  # beside, not over, the points
     axes.set(
         xlabel=f"PC1 ({explained[0]:.1%} of variance)",
         ylabel=f"PC2 ({explained[1]:.1%} of variance)",

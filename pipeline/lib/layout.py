@@ -15,6 +15,7 @@ import yaml
 from pipeline.lib.errors import PipelineError
 
 PIPELINE_FILE = "dvc.yaml"
+RESULTS_STAGE = "evaluate"  # the stage whose metrics are a run's results: where a study's runs stop
 
 
 def stages(root: Path = Path(".")) -> dict[str, dict]:

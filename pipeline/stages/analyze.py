@@ -1,4 +1,5 @@
-"""Stage 6: confusion matrix, error analysis, PCA views of inputs and hidden activations, first-layer weight templates."""
+"""Stage 6: confusion matrix, per-class bars, error analysis, PCA views of inputs and hidden
+activations, first-layer weight templates."""
 
 from __future__ import annotations
 
@@ -10,15 +11,29 @@ from sklearn.decomposition import PCA
 
 from pipeline.lib.atomic import atomic_path, write_json
 from pipeline.lib.cli import PATH, stage_command
-from pipeline.lib.analysis_figures import confusion_figure, digit_grid, pca_figure
+from pipeline.lib.analysis_figures import confusion_figure, digit_grid, pca_figure, per_class_figure, weight_templates
 from pipeline.lib.figures import save_figure
-from pipeline.lib.metrics import confusion, most_confused_pairs
+from pipeline.lib.metrics import classification_report, confusion, most_confused_pairs
 from pipeline.lib.mnist import CLASS_NAMES
 from pipeline.lib.model import CONV_FEATURES, CONV_KERNEL, first_layer_weights, last_hidden, load_model
 from pipeline.lib.params import Params
 from pipeline.lib.storage import read_array, read_pair
 
 MAX_TEMPLATES = 64
+
+
+def weight_view(network, architecture) -> tuple[np.ndarray, list[str], str]:
+    """(rows, captions, title) of the first layer: convolution kernels; for an MLP, the
+    MAX_TEMPLATES units of largest weight norm (the ones the network leans on); for logistic
+    regression, each class's template."""
+    weights = first_layer_weights(network)
+    if architecture.architecture == "cnn":
+        return weights, [f"kernel {i}" for i in range(len(weights))], f"first-layer {CONV_KERNEL}x{CONV_KERNEL} convolution kernels"
+    if not architecture.hidden_sizes:
+        return weights, list(CLASS_NAMES), "weights of each class as 28x28 templates"
+    chosen = np.argsort(-np.linalg.norm(weights, axis=1), kind="stable")[:MAX_TEMPLATES]
+    title = f"first-layer weights as 28x28 templates: the {len(chosen)} of {len(weights)} units of largest norm"
+    return weights[chosen], [f"unit {i}" for i in chosen], title
 
 
 def pca_view(rows: np.ndarray, labels: np.ndarray, title: str, path: Path) -> None:
@@ -44,13 +59,7 @@ def main(params: Params, model_path: Path, data: Path, predictions: Path, out: P
     captions = [f"true {labels[i]}, said {predicted[i]}\np={confidence[i]:.3f}" for i in worst]
 
     sample = np.sort(np.random.default_rng(0).choice(len(labels), min(settings.pca_points, len(labels)), replace=False))
-    weights = first_layer_weights(network)[:MAX_TEMPLATES]
     hidden_sizes, convolutional = architecture.hidden_sizes, architecture.architecture == "cnn"
-    if convolutional:
-        weight_captions, weights_title = [f"kernel {i}" for i in range(len(weights))], f"first-layer {CONV_KERNEL}x{CONV_KERNEL} convolution kernels"
-    else:
-        weight_captions = [f"unit {i}" for i in range(len(weights))] if hidden_sizes else list(CLASS_NAMES)
-        weights_title = "first-layer weights as 28x28 templates"
     if hidden_sizes:
         layer = f"last hidden layer ({hidden_sizes[-1]} units)"
     else:
@@ -60,15 +69,13 @@ def main(params: Params, model_path: Path, data: Path, predictions: Path, out: P
         folder.mkdir()
         matrix = confusion(labels, predicted)
         write_json(folder / "confused_pairs.json", most_confused_pairs(matrix, settings.confused_pairs))
-        accuracy = (predicted == labels).mean()
-        save_figure(confusion_figure(matrix, f"test set: {len(mistakes)} mistakes, accuracy {accuracy:.2%}"), folder / "confusion.png")
+        summary = f"test set: {len(mistakes)} mistakes, accuracy {(predicted == labels).mean():.2%}"
+        save_figure(confusion_figure(matrix, f"{summary} (colour: log of the count)"), folder / "confusion.png")
+        save_figure(per_class_figure(classification_report(labels, probs)[1], f"{summary}: precision and recall per digit"), folder / "per_class.png")
         save_figure(digit_grid(images[worst], captions, f"{len(worst)} most confident of {len(mistakes)} mistakes"), folder / "mistakes.png")
         pca_view(images[sample], labels[sample], f"test images, PCA of {len(sample)} inputs", folder / "pca_inputs.png")
         pca_view(last_hidden(network, images[sample], 4096), labels[sample], f"PCA of the {layer}", folder / "pca_hidden.png")
-        save_figure(
-            digit_grid(weights, weight_captions, weights_title, diverging=True),
-            folder / "first_layer_weights.png",
-        )
+        save_figure(weight_templates(*weight_view(network, architecture)), folder / "first_layer_weights.png")
     click.echo(f"analyze: {len(mistakes)} mistakes; figures in {out}")
 
 

@@ -1,4 +1,5 @@
-"""`python -m pipeline bench`: training speed side by side, then each stage's peak memory and `dvc repro` times.
+"""`python -m pipeline bench`: training speed side by side, then each stage's peak memory, `dvc repro`
+times and what a study's experiment costs beyond its training.
 
 Run it from the project root after `dvc repro`. It only reads this project (the download's and the
 split's outputs, params.yaml): the `dvc` part runs in a throwaway copy, so no output, dvc.lock or
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -25,7 +27,7 @@ from pipeline.lib.cli import run_reporting_errors
 from pipeline.lib.device import make_deterministic, numerics_fingerprint, resolve_device
 from pipeline.lib.errors import PipelineError
 from pipeline.lib.fetch import MIRROR_VARIABLE
-from pipeline.lib.layout import PIPELINE_FILE, stage_names, stage_path
+from pipeline.lib.layout import PIPELINE_FILE, RESULTS_STAGE, stage_names, stage_path
 from pipeline.lib.normalization import Normalization
 from pipeline.lib.params import Params, load_params
 from pipeline.lib.pinning import MODES, PINNED, VARIABLE
@@ -83,8 +85,9 @@ def numerics_cost(repeats: int, batch_size: int) -> None:
     # This process's environment holds the pinned values: the native child runs without them.
     machine_defaults = {name: value for name, value in os.environ.items() if name not in PINNED}
     fastest = {mode: float("inf") for mode in MODES}
-    for _ in range(repeats):
+    for round_number in range(1, repeats + 1):
         for mode in MODES:
+            click.echo(f"bench: numerics, round {round_number}/{repeats}: {mode}", err=True)
             measured = subprocess.run(
                 [sys.executable, "-c", child, "3"], env=machine_defaults | {VARIABLE: mode}, capture_output=True, text=True, check=True
             )
@@ -112,7 +115,7 @@ def speed_table(params: Params, repeats: int, device: torch.device) -> tuple[lis
     ]
     if other is not None:
         methods.insert(2, (f"{PROJECT}, {other.train.backward} backward", batch, lambda: project_epoch(train_set, val_set, other, background)))
-    fastest = best_of_interleaved(repeats, [measure for _, _, measure in methods])
+    fastest = best_of_interleaved(repeats, {f"{method}, batch {size}": measure for method, size, measure in methods})
     return [Timing(method, batch_size, seconds) for (method, batch_size, _), seconds in zip(methods, fastest)], images
 
 
@@ -128,6 +131,23 @@ def print_speed(timings: list[Timing], images: int, backward: str, device: torch
             f"{timing.method:<34} {timing.batch_size:>6} {seconds:>8.3f} {canonical / seconds:>21.1f}x "
             f"{seconds / floor.seconds_per_epoch:>15.2f}x"
         )
+
+
+def commit(run: Callable[..., subprocess.CompletedProcess]) -> None:
+    run("git", "add", "-A").check_returncode()
+    run("git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-qm", "bench").check_returncode()
+
+
+def experiment_overhead(run: Callable[..., subprocess.CompletedProcess]) -> float:
+    """Wall seconds of a 1-epoch `dvc exp run` up to RESULTS_STAGE, as a study's queue runs each of
+    its runs, minus the training seconds the run records: DVC, imports and evaluation, per run."""
+    commit(run)
+    start = time.perf_counter()
+    run("dvc", "exp", "run", "--temp", "--name", "bench", "-S", "train.epochs=1", RESULTS_STAGE).check_returncode()
+    wall = time.perf_counter() - start
+    experiment = run("git", "for-each-ref", "--format=%(refname)", "refs/exps").stdout.split()[0]
+    timing = run("git", "show", f"{experiment}:{stage_path('train', '--timing').as_posix()}").stdout
+    return wall - json.loads(timing)["train_seconds"]
 
 
 def dvc_table() -> None:
@@ -148,9 +168,13 @@ def dvc_table() -> None:
         def run(*command: str) -> subprocess.CompletedProcess:
             return subprocess.run(command, cwd=project, env=environment, capture_output=True, text=True)
 
-        run("dvc", "init", "--no-scm", "-q")
+        run("git", "init", "-q")
+        run("dvc", "init", "-q")
+        shutil.copy(Path(".dvc/config"), project / ".dvc/config")  # the same cache link type as here
+        commit(run)  # dvclive cannot log in a git repository without commits
         click.echo("\nstages (dvc repro --force --single-item each, in a copy): seconds and peak RSS of dvc with the stage")
         for stage in stages:
+            click.echo(f"bench: dvc repro {stage}", err=True)
             measured = run(sys.executable, "-c", MEASURE_STAGE, stage)
             seconds, peak_kib, code = measured.stdout.split()
             if code != "0":
@@ -160,9 +184,12 @@ def dvc_table() -> None:
             ("whole pipeline after the download", ["dvc", "repro", "--force", "--downstream", stages[1]]),
             ("no-op repro", ["dvc", "repro"]),
         ):
+            click.echo(f"bench: {label}", err=True)
             start = time.perf_counter()
             run(*command).check_returncode()
             click.echo(f"  {label:<34} {time.perf_counter() - start:>6.1f} s")
+        click.echo("bench: one study run (dvc exp run --temp, 1 epoch)", err=True)
+        click.echo(f"  {'a study run, beyond its training':<34} {experiment_overhead(run):>6.1f} s  (goal: 8 s)")
 
 
 @click.command()

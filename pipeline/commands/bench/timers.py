@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
 import torch
 import torch.nn.functional as F
 
@@ -37,15 +38,16 @@ class Timing:
     seconds_per_epoch: float
 
 
-def best_of_interleaved(repeats: int, measures: list[Callable[[], float]]) -> list[float]:
-    """The fastest of `repeats` runs of each measure: the least disturbed by other work.
+def best_of_interleaved(repeats: int, measures: dict[str, Callable[[], float]]) -> list[float]:
+    """The fastest of `repeats` runs of each named measure: the least disturbed by other work.
 
     Runs go in rounds of one run of every measure, so a slow spell on a shared machine slows one
-    round of every method rather than every run of one method.
+    round of every method rather than every run of one method. Each run is announced on stderr.
     """
     best = [math.inf] * len(measures)
-    for _ in range(repeats):
-        for index, measure in enumerate(measures):
+    for round_number in range(1, repeats + 1):
+        for index, (name, measure) in enumerate(measures.items()):
+            click.echo(f"bench: round {round_number}/{repeats}, {index + 1}/{len(measures)}: {name}", err=True)
             best[index] = min(best[index], measure())
     return best
 

@@ -7,6 +7,7 @@ ratio, then placed in 28x28 so that its centre of mass is at the centre.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,19 +22,34 @@ INK_THRESHOLD = 0.25
 
 
 def read_image(path: Path) -> np.ndarray:
-    """Greyscale float pixels in [0, 255] of any image Pillow reads; transparency counts as white paper."""
+    """Greyscale float pixels of any image Pillow reads, in [0, 255] or the file's own range.
+
+    With transparency, the ink is what is opaque (white ink on a transparent background is as
+    much a digit as black ink); 16- and 32-bit scans keep their full range, which to_mnist
+    stretches, rather than being clipped at 255.
+    """
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+        with image:
             image.load()
-            if image.mode in ("RGBA", "LA", "P"):
-                image = image.convert("RGBA")
-                paper = Image.new("RGBA", image.size, "white")
-                image = Image.alpha_composite(paper, image)
+            if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                return np.asarray(image, dtype=np.float32)
+            if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+                opacity = np.asarray(image.convert("RGBA"), dtype=np.float32)[..., 3]
+                if opacity.max() > opacity.min():
+                    return opacity
             return np.asarray(image.convert("L"), dtype=np.float32)
     except FileNotFoundError:
         raise PipelineError(f"{path} not found: check the path") from None
     except IsADirectoryError:
         raise PipelineError(f"{path} is a folder with no images in it: pass image files") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise PipelineError(
+            f"{path} has more than {Image.MAX_IMAGE_PIXELS:,} pixels, past Pillow's decompression-bomb limit: "
+            "scale it down (a digit needs a few hundred pixels a side)"
+        ) from None
     except (UnidentifiedImageError, OSError, ValueError):
         raise PipelineError(f"{path} is not an image Pillow can read: pass a PNG, JPEG or BMP file") from None
 
@@ -52,9 +68,10 @@ def to_mnist(pixels: np.ndarray, name: str = "image") -> np.ndarray:
 
 
 def _ink(pixels: np.ndarray) -> np.ndarray:
-    """Make the digit the bright part: invert when the border (the paper) is lighter than the middle."""
+    """Make the digit the bright part: invert (within the image's own range, which may be 16-bit)
+    when the border (the paper) is lighter than the middle."""
     border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    return 255 - pixels if np.median(border) > pixels.mean() else pixels
+    return pixels.max() + pixels.min() - pixels if np.median(border) > pixels.mean() else pixels
 
 
 def _fit_in_box(digit: np.ndarray) -> np.ndarray:

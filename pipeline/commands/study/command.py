@@ -2,7 +2,7 @@
 
 Every arm x seed of the named studies (all, without names) that has no finished experiment on
 top of the current commit is queued with `dvc exp run --queue`, each from the committed
-params.yaml plus only its own settings, so no run inherits another's params. Each runs the pipeline up to REPORTED_STAGE: analyze's figures of a run are one
+params.yaml plus only its own settings, so no run inherits another's params. Each runs the pipeline up to RESULTS_STAGE: analyze's figures of a run are one
 `dvc exp apply <name> && dvc repro` away, and would cost every run of a study ~8 s. The queue runs;
 then DVC's record of the experiments (`dvc exp show --json`, and each experiment's commit) becomes
 reports/studies/<study>.json, .md and .png, and the README's studies region is regenerated from those tables.
@@ -17,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import click
+import yaml
 
 from pipeline.commands.study.plan import STUDIES_FILE, load_studies, runs
 from pipeline.commands.study.results import (
@@ -32,11 +33,10 @@ from pipeline.lib.atomic import write_json, write_text
 from pipeline.lib.cli import PATH, run_reporting_errors
 from pipeline.lib.errors import PipelineError
 from pipeline.lib.figures import save_figure
-from pipeline.lib.layout import stage_path
+from pipeline.lib.layout import PIPELINE_FILE, RESULTS_STAGE, stage_path
 from pipeline.lib.params import DEFAULT_PARAMS, read_params_file
 
 REPORTS, README = Path("reports/studies"), Path("README.md")
-REPORTED_STAGE = "evaluate"  # the last stage a study's runs need: its metrics are what the study reports
 POLL_SECONDS = 5
 
 
@@ -49,7 +49,7 @@ def dvc(*args: str) -> str:
 
 def metric_files() -> MetricFiles:
     return MetricFiles(
-        evaluation=stage_path(REPORTED_STAGE, "--metrics").as_posix(),
+        evaluation=stage_path(RESULTS_STAGE, "--metrics").as_posix(),
         training_summary=(stage_path("train", "--live") / "metrics.json").as_posix(),
         timing=stage_path("train", "--timing").as_posix(),
         val_curve=(stage_path("train", "--live") / "plots/metrics/val/accuracy.tsv").as_posix(),
@@ -61,23 +61,52 @@ def committed_text(revision: str, path: str) -> str:
     return subprocess.run(["git", "show", f"{revision}:{path}"], capture_output=True, text=True, check=True).stdout
 
 
+def results_stages(pipeline_text: str) -> dict[str, dict]:
+    """The stages of a dvc.yaml text that a study run runs: those up to RESULTS_STAGE."""
+    chosen = {}
+    for name, stage in yaml.safe_load(pipeline_text)["stages"].items():
+        chosen[name] = stage
+        if name == RESULTS_STAGE:
+            return chosen
+    raise PipelineError(f"{PIPELINE_FILE} has no stage {RESULTS_STAGE}: restore it from git")
+
+
+def check_unchanged_since(baseline: str) -> None:
+    """Experiments on an older commit still stand for HEAD only if nothing they ran has changed:
+    the definitions of the stages up to RESULTS_STAGE, their code, and params.yaml."""
+    then = subprocess.run(["git", "show", f"{baseline}:{PIPELINE_FILE}"], capture_output=True, text=True)
+    if then.returncode != 0:
+        raise PipelineError(f"--baseline {baseline} is not a commit of this repository with a {PIPELINE_FILE}: name one from git log")
+    ran = results_stages(committed_text("HEAD", PIPELINE_FILE))
+    if results_stages(then.stdout) != ran:
+        raise PipelineError(f"the stages up to {RESULTS_STAGE} in {PIPELINE_FILE} changed since {baseline}: its experiments no longer stand for HEAD; rerun the studies")
+    code = sorted({dep for stage in ran.values() for dep in stage.get("deps", []) if dep.startswith("pipeline/")})
+    changed = subprocess.run(["git", "diff", "--name-only", baseline, "HEAD", "--", str(DEFAULT_PARAMS), *code], capture_output=True, text=True).stdout.split()
+    if changed:
+        raise PipelineError(f"{', '.join(changed)} changed since {baseline}: its experiments no longer stand for HEAD; rerun the studies")
+
+
 def run_queue(jobs: int) -> None:
     dvc("queue", "start", "--jobs", str(jobs))
     while any(status in dvc("queue", "status") for status in ("Queued", "Running")):
         time.sleep(POLL_SECONDS)
 
 
-def study(names: tuple[str, ...], studies_file: Path, collect_only: bool, jobs: int) -> None:
+def study(names: tuple[str, ...], studies_file: Path, collect_only: bool, baseline: str, jobs: int) -> None:
     studies = load_studies(studies_file)
     planned = runs(studies, list(names), read_params_file())
-    shown = json.loads(dvc("exp", "show", "--json"))
+    if baseline != "HEAD":
+        if not collect_only:
+            raise PipelineError("--baseline names the commit whose experiments to collect: use it with --collect-only")
+        check_unchanged_since(baseline)
+    shown = json.loads(dvc("exp", "show", "--json", "--rev", baseline))
     if not collect_only:
         if subprocess.run(["git", "diff", "--quiet", "HEAD", "--", str(DEFAULT_PARAMS)]).returncode != 0:
             raise PipelineError(f"{DEFAULT_PARAMS} differs from the last commit: commit or restore it, since every run starts from it")
         missing = [run for run in planned if run.name not in recorded_experiments(shown)]
         click.echo(f"study: {len(planned) - len(missing)} of {len(planned)} runs recorded already; queueing {len(missing)}", err=True)
         for run in missing:
-            dvc("exp", "run", "--queue", "--name", run.name, *run.set_params(), REPORTED_STAGE)
+            dvc("exp", "run", "--queue", "--name", run.name, *run.set_params(), RESULTS_STAGE)
         if missing:
             run_queue(jobs)
             shown = json.loads(dvc("exp", "show", "--json"))
@@ -105,9 +134,10 @@ def study(names: tuple[str, ...], studies_file: Path, collect_only: bool, jobs: 
 @click.argument("names", nargs=-1)
 @click.option("--studies", "studies_file", type=PATH, default=STUDIES_FILE, show_default=True, help="The declarations.")
 @click.option("--collect-only", is_flag=True, help="Write the results of the experiments recorded already; queue nothing.")
+@click.option("--baseline", default="HEAD", show_default=True, help="With --collect-only: the commit the experiments ran on, if the stages' code is unchanged since.")
 @click.option("--jobs", default=1, show_default=True, help="Queue workers (each trains with all cores).")
 @click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
-def main(names: tuple[str, ...], studies_file: Path, collect_only: bool, jobs: int, debug: bool) -> None:
+def main(names: tuple[str, ...], studies_file: Path, collect_only: bool, baseline: str, jobs: int, debug: bool) -> None:
     """Run the named studies (all without names) over their seeds and write reports/studies/."""
-    run_reporting_errors(lambda: study(names, studies_file, collect_only, jobs), debug)
+    run_reporting_errors(lambda: study(names, studies_file, collect_only, baseline, jobs), debug)
 

@@ -1,9 +1,10 @@
-"""`python -m pipeline verify`: rerun the whole pipeline and judge it against the committed results.
+"""`python -m pipeline verify`: rerun the pipeline and judge it against the committed results.
 
 First, before any minutes-long rerun, the committed dvc.lock must match the working tree's
 commands, code and params (else: stale code or stale params). Then `dvc repro --force` reruns
-every stage, and each output is `exact`, `within tolerance` or `differs`
-(verdict.py beside this file has the rules). Exits 1 unless the verdict passes.
+every stage (with --from, that stage and those after it, on the outputs already in the
+workspace, e.g. pulled from a DVC remote), and each output is `exact`, `within tolerance` or
+`differs` (verdict.py beside this file has the rules). Exits 1 unless the verdict passes.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def run_record(text_of, timing: str, metrics: str) -> Run:
     return Run(json.loads(text_of(timing)).get("numerics", {}), json.loads(text_of(metrics))["test"]["accuracy"])
 
 
-def verify(revision: str) -> None:
+def verify(revision: str, first_stage: str | None) -> None:
     committed_lock = yaml.safe_load(committed_file(revision, LOCK))
     pipeline = stages()
     timing, metrics = stage_path("train", "--timing").as_posix(), stage_path("evaluate", "--metrics").as_posix()
@@ -57,8 +58,11 @@ def verify(revision: str) -> None:
     if stale is not None:
         fail(f"{stale.message}: run dvc repro and commit dvc.lock and reports/")
 
-    click.echo("verify: dvc repro --force (every stage, from the download on)", err=True)
-    if subprocess.run(["dvc", "repro", "--force"], stdout=sys.stderr).returncode != 0:
+    first_stage = first_stage or next(iter(pipeline))
+    if first_stage not in pipeline:
+        raise PipelineError(f"--from {first_stage} is not a stage: choose one of {', '.join(pipeline)}")
+    click.echo(f"verify: dvc repro --force --downstream {first_stage} (the stages from {first_stage} on)", err=True)
+    if subprocess.run(["dvc", "repro", "--force", "--downstream", first_stage], stdout=sys.stderr).returncode != 0:
         raise PipelineError("dvc repro failed: see its output above")
     report = judge(
         committed_lock,
@@ -78,7 +82,8 @@ def verify(revision: str) -> None:
 
 @click.command()
 @click.option("--against", "revision", default="HEAD", show_default=True, help="Git revision of the committed results.")
+@click.option("--from", "first_stage", default=None, help="Rerun only this stage and those after it (e.g. evaluate after dvc pull)  [default: the first]")
 @click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
-def main(revision: str, debug: bool) -> None:
+def main(revision: str, first_stage: str | None, debug: bool) -> None:
     """Reproduce the pipeline and check it against the committed dvc.lock and reports/."""
-    run_reporting_errors(lambda: verify(revision), debug)
+    run_reporting_errors(lambda: verify(revision, first_stage), debug)
