@@ -22,12 +22,15 @@ from test_dvc import STAGES
 
 # While the temporary path of this output exists, the stage is midway: its outputs are being
 # written under temporary names (evaluate: being written, none renamed yet).
-WRITTEN_MIDWAY = {
-    "download": "--out", "preprocess": "--out", "split": "--out", "train": "--live", "evaluate": "--confusion-csv", "analyze": "--out"
-}
+WRITTEN_MIDWAY = {"download": "--out", "preprocess": "--out", "split": "--out", "evaluate": "--confusion-csv", "analyze": "--out"}
 
 
 def midway_marker(project: Path, stage: str) -> Path:
+    """A path that exists only while `stage` runs: a temporary output, or for train, whose curves
+    grow in place, the last run's curves set aside (atomic.replaced_in_place)."""
+    if stage == "train":
+        live = stage_path("train", "--live", project)
+        return project / live.with_name(f".{live.name}.previous")
     return project / temporary_path(stage_path(stage, WRITTEN_MIDWAY[stage], project))
 
 
@@ -100,6 +103,7 @@ def test_killed_stages_rerun_to_the_same_results(project, slow_mirror):
         dvc(project, "repro")
         assert lock_outputs(project) == expected, f"after killing {stage}"
         assert not list(project.glob("data/.*.tmp")) and not list(project.glob("reports/**/.*.tmp"))
+        assert not list(project.glob("reports/**/.*.previous"))
     assert_cache_holds_only_whole_files(project)
 
 

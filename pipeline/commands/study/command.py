@@ -62,10 +62,11 @@ def committed_text(revision: str, path: str) -> str:
 
 
 def results_stages(pipeline_text: str) -> dict[str, dict]:
-    """The stages of a dvc.yaml text that a study run runs: those up to RESULTS_STAGE."""
+    """What decides the results of the stages a study run runs (those up to RESULTS_STAGE): each
+    one's command (which names its outputs), dependencies and params; not how outputs are shown."""
     chosen = {}
     for name, stage in yaml.safe_load(pipeline_text)["stages"].items():
-        chosen[name] = stage
+        chosen[name] = {key: stage.get(key) for key in ("cmd", "deps", "params")}
         if name == RESULTS_STAGE:
             return chosen
     raise PipelineError(f"{PIPELINE_FILE} has no stage {RESULTS_STAGE}: restore it from git")
@@ -80,7 +81,7 @@ def check_unchanged_since(baseline: str) -> None:
     ran = results_stages(committed_text("HEAD", PIPELINE_FILE))
     if results_stages(then.stdout) != ran:
         raise PipelineError(f"the stages up to {RESULTS_STAGE} in {PIPELINE_FILE} changed since {baseline}: its experiments no longer stand for HEAD; rerun the studies")
-    code = sorted({dep for stage in ran.values() for dep in stage.get("deps", []) if dep.startswith("pipeline/")})
+    code = sorted({dep for stage in ran.values() for dep in stage["deps"] or [] if dep.startswith("pipeline/")})
     changed = subprocess.run(["git", "diff", "--name-only", baseline, "HEAD", "--", str(DEFAULT_PARAMS), *code], capture_output=True, text=True).stdout.split()
     if changed:
         raise PipelineError(f"{', '.join(changed)} changed since {baseline}: its experiments no longer stand for HEAD; rerun the studies")
