@@ -110,7 +110,7 @@ def study(names: tuple[str, ...], studies_file: Path, collect_only: bool, baseli
             dvc("exp", "run", "--queue", "--name", run.name, *run.set_params(), RESULTS_STAGE)
         if missing:
             run_queue(jobs)
-            shown = json.loads(dvc("exp", "show", "--json"))
+            shown = json.loads(dvc("exp", "show", "--json", "--rev", baseline))
     recorded, commit = recorded_experiments(shown), baseline_commit(shown)
     files = metric_files()
     for name in dict.fromkeys(run.study for run in planned):
