@@ -20,17 +20,24 @@ from pipeline.lib.atomic import temporary_path
 from pipeline.lib.layout import stage_path
 from test_dvc import STAGES
 
-# While the temporary path of this output exists, the stage is midway: its outputs are being
-# written under temporary names (evaluate: being written, none renamed yet).
-WRITTEN_MIDWAY = {"download": "--out", "preprocess": "--out", "split": "--out", "evaluate": "--confusion-csv", "analyze": "--out"}
+# Each stage is killed while this output exists under its temporary name: all of the stage's
+# results are written, or being written, and none of them renamed into place yet.
+WRITTEN_MIDWAY = {"download": "--out", "preprocess": "--out", "split": "--out", "train": "--model", "evaluate": "--confusion-csv", "analyze": "--out"}
+
+# Loaded by every Python process of the killed run (PYTHONPATH): the stage stops just before it
+# renames the watched temporary path into place, so a fast stage cannot finish before the kill.
+PAUSE_BEFORE_RENAMING = """
+import os, sys, time
+
+def pause_before_renaming(event, args, watched=os.environ["PAUSE_BEFORE_RENAMING"]):
+    if event == "os.rename" and os.path.abspath(os.fsdecode(args[0])) == watched:
+        time.sleep(3600)
+
+sys.addaudithook(pause_before_renaming)
+"""
 
 
 def midway_marker(project: Path, stage: str) -> Path:
-    """A path that exists only while `stage` runs: a temporary output, or for train, whose curves
-    grow in place, the last run's curves set aside (atomic.replaced_in_place)."""
-    if stage == "train":
-        live = stage_path("train", "--live", project)
-        return project / live.with_name(f".{live.name}.previous")
     return project / temporary_path(stage_path(stage, WRITTEN_MIDWAY[stage], project))
 
 
@@ -57,13 +64,14 @@ def slow_mirror(shared_mnist):
         yield url
 
 
-def kill_midway(project: Path, stage: str, env: dict) -> None:
-    """Run `dvc repro --force -s stage` and SIGKILL dvc and the stage together once the stage is midway."""
+def kill_midway(project: Path, stage: str, env: dict, hooks: Path) -> None:
+    """Run `dvc repro --force -s stage`, hold the stage midway and SIGKILL dvc and the stage together."""
+    marker = midway_marker(project, stage)
+    env = env | {"PYTHONPATH": str(hooks), "PAUSE_BEFORE_RENAMING": str(marker.absolute())}
     process = subprocess.Popen(
         ["dvc", "repro", "--force", "--single-item", stage], cwd=project, env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
-    marker = midway_marker(project, stage)
     deadline = time.monotonic() + 120
     while not marker.exists():
         assert process.poll() is None, f"{stage} finished before it could be interrupted"
@@ -92,12 +100,14 @@ def test_same_params_same_bytes(project):
 
 
 @pytest.mark.slow
-def test_killed_stages_rerun_to_the_same_results(project, slow_mirror):
+def test_killed_stages_rerun_to_the_same_results(project, slow_mirror, tmp_path):
+    (tmp_path / "hooks").mkdir()
+    (tmp_path / "hooks/sitecustomize.py").write_text(PAUSE_BEFORE_RENAMING)
     dvc(project, "repro")
     expected = lock_outputs(project)
     for stage in STAGES:
         env = os.environ | ({"MNIST_MIRROR": slow_mirror} if stage == "download" else {})
-        kill_midway(project, stage, env)
+        kill_midway(project, stage, env, tmp_path / "hooks")
         # Recompute over the leftovers (forced: DVC's run cache would otherwise restore the outputs).
         assert f"Running stage '{stage}'" in dvc(project, "repro", "--force", "--single-item", stage)
         dvc(project, "repro")
