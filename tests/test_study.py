@@ -45,7 +45,7 @@ def test_a_run_gets_the_settings_then_its_arm_then_its_seed():
     b = next(run for run in planned if run.arm == "b" and run.seed == 2)
     assert b.name == "s-b-s2"
     assert b.overrides == {"train.epochs": 3, "train.optimizer.lr": 0.01, "train.seed": 2}
-    assert b.set_params() == ["-S", "train.epochs=3", "-S", "train.optimizer.lr=0.01", "-S", "train.seed=2"]
+    assert b.overrides_as_text() == ["train.epochs=3", "train.optimizer.lr=0.01", "train.seed=2"]
 
 
 @pytest.mark.parametrize(

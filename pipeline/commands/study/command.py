@@ -1,25 +1,26 @@
 """`python -m pipeline study [NAME...]`: run studies through DVC's experiment queue and write their results.
 
 Every arm x seed of the named studies (all, without names) that has no finished experiment on
-top of the current commit is queued with `dvc exp run --queue`, each from the committed
-params.yaml plus only its own settings, so no run inherits another's params. Each runs the pipeline up to RESULTS_STAGE: analyze's figures of a run are one
-`dvc exp apply <name> && dvc repro` away, and would cost every run of a study ~8 s. The queue runs;
-then DVC's record of the experiments (`dvc exp show --json`, and each experiment's commit) becomes
-reports/studies/<study>.json, .md and .png, and the README's studies region is regenerated from those tables.
+top of the current commit is queued, each from the committed params.yaml plus only its own
+settings, so no run inherits another's params. Each runs the pipeline up to RESULTS_STAGE:
+analyze's figures of a run are one `dvc exp apply <name> && dvc repro` away, and would cost every
+run of a study ~8 s. `dvc exp run --run-all` runs the queue, showing each run's output as it
+comes; then DVC's record of the experiments (`dvc exp show --json`, and each experiment's commit)
+becomes reports/studies/<study>.json, .md and .png, and the README's studies region is
+regenerated from those tables.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-import time
 from dataclasses import asdict
 from pathlib import Path
 
 import click
 import yaml
 
-from pipeline.commands.study.plan import STUDIES_FILE, load_studies, runs
+from pipeline.commands.study.plan import STUDIES_FILE, Run, load_studies, runs
 from pipeline.commands.study.results import (
     MetricFiles,
     baseline_commit,
@@ -37,7 +38,6 @@ from pipeline.lib.layout import PIPELINE_FILE, RESULTS_STAGE, stage_path
 from pipeline.lib.params import DEFAULT_PARAMS, read_params_file
 
 REPORTS, README = Path("reports/studies"), Path("README.md")
-POLL_SECONDS = 5
 
 
 def dvc(*args: str) -> str:
@@ -87,10 +87,24 @@ def check_unchanged_since(baseline: str) -> None:
         raise PipelineError(f"{', '.join(changed)} changed since {baseline}: its experiments no longer stand for HEAD; rerun the studies")
 
 
+def queue(missing: list[Run]) -> None:
+    """`dvc exp run --queue` for each run, through DVC's Python API in this one process: the
+    command line would start DVC again for every run (~1 s each)."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    try:
+        with Repo() as repo:
+            for run in missing:
+                repo.experiments.run([RESULTS_STAGE], params=run.overrides_as_text(), queue=True, name=run.name)
+    except DvcException as error:
+        raise PipelineError(f"dvc could not queue the study's runs: {error}") from None
+
+
 def run_queue(jobs: int) -> None:
-    dvc("queue", "start", "--jobs", str(jobs))
-    while any(status in dvc("queue", "status") for status in ("Queued", "Running")):
-        time.sleep(POLL_SECONDS)
+    """DVC's queue workers run every queued experiment; each run's output is shown as it comes."""
+    if subprocess.run(["dvc", "exp", "run", "--run-all", "--jobs", str(jobs)]).returncode != 0:
+        raise PipelineError("dvc exp run --run-all failed (its error is above); dvc queue status shows what ran")
 
 
 def study(names: tuple[str, ...], studies_file: Path, collect_only: bool, baseline: str, jobs: int) -> None:
@@ -106,9 +120,8 @@ def study(names: tuple[str, ...], studies_file: Path, collect_only: bool, baseli
             raise PipelineError(f"{DEFAULT_PARAMS} differs from the last commit: commit or restore it, since every run starts from it")
         missing = [run for run in planned if run.name not in recorded_experiments(shown)]
         click.echo(f"study: {len(planned) - len(missing)} of {len(planned)} runs recorded already; queueing {len(missing)}", err=True)
-        for run in missing:
-            dvc("exp", "run", "--queue", "--name", run.name, *run.set_params(), RESULTS_STAGE)
         if missing:
+            queue(missing)
             run_queue(jobs)
             shown = json.loads(dvc("exp", "show", "--json", "--rev", baseline))
     recorded, commit = recorded_experiments(shown), baseline_commit(shown)

@@ -53,9 +53,9 @@ class Run:
     def name(self) -> str:
         return f"{self.study}-{self.arm}-s{self.seed}"
 
-    def set_params(self) -> list[str]:
-        """`-S key=value` arguments; the values in JSON, which DVC reads as YAML."""
-        return [argument for key, value in self.overrides.items() for argument in ("-S", f"{key}={json.dumps(value)}")]
+    def overrides_as_text(self) -> list[str]:
+        """What `dvc exp run -S` takes: `key=value`, the value in JSON, which DVC reads as YAML."""
+        return [f"{key}={json.dumps(value)}" for key, value in self.overrides.items()]
 
 
 def load_studies(path: Path = STUDIES_FILE) -> Studies:
