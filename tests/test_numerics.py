@@ -10,6 +10,7 @@ Run as a script, this file trains that network and prints a digest of its weight
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -72,6 +73,20 @@ def test_this_process_runs_the_pinned_numerics():
     assert fingerprint["numerics"] == "pinned" and fingerprint["cpu_capability"] == "AVX2"
     assert fingerprint["blas"].startswith("MKL CNR") and fingerprint["blas"].endswith("strict")
     assert fingerprint["threads"] == torch.get_num_threads() and fingerprint["torch"] == torch.__version__
+
+
+def test_the_portable_recipe_runs_mkls_compatible_branch():
+    """bench's portable numerics (README, "Across vendors"): MKL must take COMPATIBLE, which it honours
+    on Intel and AMD alike, and the pinning must leave it alone."""
+    from pipeline.commands.bench.command import PORTABLE
+
+    child = (
+        "import json, torch; from pipeline.lib.device import numerics_fingerprint; "
+        "print(json.dumps(numerics_fingerprint(torch.device('cpu'))))"
+    )
+    result = subprocess.run([sys.executable, "-c", child], env=os.environ | PORTABLE, capture_output=True, text=True, check=True)
+    fingerprint = json.loads(result.stdout)
+    assert (fingerprint["blas"], fingerprint["cpu_capability"], fingerprint["numerics"]) == ("MKL CNR COMPATIBLE", "AVX2", "native")
 
 
 def test_results_do_not_depend_on_where_the_input_sits_in_memory():

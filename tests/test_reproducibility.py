@@ -67,7 +67,8 @@ def slow_mirror(shared_mnist):
 def kill_midway(project: Path, stage: str, env: dict, hooks: Path) -> None:
     """Run `dvc repro --force -s stage`, hold the stage midway and SIGKILL dvc and the stage together."""
     marker = midway_marker(project, stage)
-    env = env | {"PYTHONPATH": str(hooks), "PAUSE_BEFORE_RENAMING": str(marker.absolute())}
+    hooks_first = os.pathsep.join(filter(None, [str(hooks), env.get("PYTHONPATH")]))  # a PYTHONPATH of the user's still holds
+    env = env | {"PYTHONPATH": hooks_first, "PAUSE_BEFORE_RENAMING": str(marker.absolute())}
     process = subprocess.Popen(
         ["dvc", "repro", "--force", "--single-item", stage], cwd=project, env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
