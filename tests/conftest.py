@@ -140,8 +140,8 @@ def serve_folder(folder: Path, handler: type = QuietHandler) -> Iterator[str]:
 
 
 def copy_project(destination: Path) -> Path:
-    """The files a pipeline run needs, without data/, reports/ or git history."""
-    for name in ("dvc.yaml", "params.yaml", "pyproject.toml"):
+    """The files a pipeline run needs and the README a study rewrites, without data/, reports/ or git history."""
+    for name in ("dvc.yaml", "params.yaml", "pyproject.toml", "README.md"):
         shutil.copy(PROJECT_ROOT / name, destination / name)
     shutil.copytree(PROJECT_ROOT / "pipeline", destination / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
     return destination

@@ -2,9 +2,11 @@
 
 What the flaky same-params test taught (README, "Reproducibility"): outside MKL's reproducibility
 mode, GEMMs split their work by the thread count and the machine's caches, so the same params gave
-other weights with 1 and 2 threads. This test trains the same small network with both.
+other weights with 1 and 2 threads; oneDNN's convolutions did the same to the CNN. These tests
+train the same small networks with both.
 
-Run as a script, this file trains that network and prints a digest of its weights.
+Run as a script (`python test_numerics.py NETWORK`), this file trains one of NETWORKS and prints a
+digest of its weights.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from click.testing import CliRunner
 
@@ -37,26 +40,35 @@ def synthetic(count: int, seed: int) -> Dataset:
     return Dataset(rows, labels)
 
 
-def weights_digest() -> str:
-    """784-250-100-10 at batch 64 for one epoch of 2,000 images: in MKL's default mode, enough
-    work for its GEMMs to split across two threads."""
-    params = Params.model_validate(small_params(model={"hidden_sizes": [250, 100]}, train={"epochs": 1, "batch_size": 64}))
+# Enough work for MKL's GEMMs to split across two threads in its default mode, and every kind of
+# convolution a run can do: the CNN's, forward and backward, and the elastic distortion's smoothing.
+NETWORKS = {
+    "mlp": {"model": {"hidden_sizes": [250, 100]}},
+    "cnn_elastic": {"model": {"architecture": "cnn", "hidden_sizes": [120, 84]}, "train": {"augment": {"elastic_alpha": 8.0}}},
+}
+
+
+def weights_digest(network: str) -> str:
+    """One epoch of 2,000 images at batch 64."""
+    settings = NETWORKS[network]
+    params = Params.model_validate(small_params(model=settings["model"], train={"epochs": 1, "batch_size": 64, **settings.get("train", {})}))
     make_deterministic(0)
     model = build_model(params.model)
     train(model, synthetic(2000, 0), synthetic(500, 1), params.train, torch.full((784,), -0.2), lambda _: None)
     return hashlib.sha256(b"".join(t.numpy().tobytes() for t in model.state_dict().values())).hexdigest()
 
 
-def digest_with_threads(threads: int) -> str:
+def digest_with_threads(network: str, threads: int) -> str:
     environment = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     result = subprocess.run(
-        [sys.executable, __file__], cwd=Path(__file__).parent, env=environment, capture_output=True, text=True, check=True
+        [sys.executable, __file__, network], cwd=Path(__file__).parent, env=environment, capture_output=True, text=True, check=True
     )
     return result.stdout.strip()
 
 
-def test_thread_count_does_not_change_the_weights():
-    assert digest_with_threads(1) == digest_with_threads(2)
+@pytest.mark.parametrize("network", NETWORKS)
+def test_thread_count_does_not_change_the_weights(network):
+    assert digest_with_threads(network, 1) == digest_with_threads(network, 2)
 
 
 def test_pinning_sets_every_variable_unless_native():
@@ -109,11 +121,11 @@ def test_an_unknown_numerics_mode_is_one_line_before_any_work(tmp_path, monkeypa
     assert result.output == "error: MNIST_NUMERICS is 'fast': set it to pinned (the default) or native, or unset it\n"
 
 
-if __name__ == "__main__":
-    print(weights_digest())
-
-
 def test_make_deterministic_turns_on_torchs_deterministic_algorithms():
     torch.use_deterministic_algorithms(False)
     make_deterministic(0)
     assert torch.are_deterministic_algorithms_enabled() and not torch.is_deterministic_algorithms_warn_only_enabled()
+
+
+if __name__ == "__main__":
+    print(weights_digest(sys.argv[1]))

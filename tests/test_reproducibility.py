@@ -175,6 +175,7 @@ def test_bench_measures_stages_in_a_copy_without_the_network(project, monkeypatc
     bench.dvc_table()
     table = capsys.readouterr().out
     assert all(f"  {stage} " in table for stage in STAGES) and "no-op repro" in table
+    assert "a study of 6 one-epoch runs" in table and "per run, beyond its training" in table
     assert workspace_state(project) == good
 
 

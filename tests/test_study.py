@@ -144,7 +144,7 @@ def test_a_study_runs_through_the_queue_and_no_run_inherits_anothers_params(proj
 
     first = study()
     assert first.returncode == 0, first.stderr
-    assert "0 of 6 runs recorded already; queueing 6" in first.stderr
+    assert "0 of 6 runs recorded already, 0 in the queue; queueing 6" in first.stderr
     result = json.loads((project / "reports/studies/tiny.json").read_text())
     assert result["commit"] == subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
     assert [(arm["arm"], arm["runs"], arm["failed"]) for arm in result["arms"]] == [("fast", 3, []), ("slow", 3, [])]
@@ -159,7 +159,7 @@ def test_a_study_runs_through_the_queue_and_no_run_inherits_anothers_params(proj
     assert (project / "reports/studies/tiny.png").read_bytes()[:4] == b"\x89PNG"
 
     again = study()
-    assert again.returncode == 0 and "6 of 6 runs recorded already; queueing 0" in again.stderr
+    assert again.returncode == 0 and "6 of 6 runs recorded already, 0 in the queue; queueing 0" in again.stderr
 
     git(project, "add", "-A")
     git(project, "commit", "-qm", "results")  # experiments belong to the commit they ran on

@@ -34,6 +34,9 @@ def make_deterministic(seed: int) -> None:
     # (1.5 s of every stage's start, for a compiler flag this project never uses).
     torch._C._set_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = False
+    # oneDNN's CPU convolutions (the CNN, the elastic distortion) split their reductions by the
+    # thread count; ATen's own run through MKL's GEMM, pinned (README, "Reproducibility").
+    torch.backends.mkldnn.enabled = False
 
 
 def numerics_fingerprint(device: torch.device) -> dict[str, str | int]:

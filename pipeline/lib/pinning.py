@@ -9,7 +9,8 @@ fixes, as measured for the README's "Reproducibility":
   threads on one machine. On non-Intel processors MKL takes the branch as AUTO.
 - ATEN_CPU_CAPABILITY=avx2: ATen's vectorized kernels at AVX2 width, which Intel Xeons (AVX-512
   by default) and AMD EPYCs share.
-- ONEDNN_MAX_CPU_ISA=AVX2: the same for oneDNN (the convolutions of the elastic distortion).
+- ONEDNN_MAX_CPU_ISA=AVX2: the same for oneDNN, should any kernel still reach it: convolutions
+  do not, since device.make_deterministic switches oneDNN off (its reductions split by thread).
 
 MNIST_NUMERICS=native leaves all three to the machine (and to your own environment): possibly
 faster on AVX-512 machines, but then results depend on the processor.

@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.decomposition import PCA
 
 from pipeline.lib.atomic import atomic_path, write_json
-from pipeline.lib.cli import PATH, stage_command
+from pipeline.lib.cli import PATH, run_stage, stage_command
 from pipeline.lib.analysis_figures import confusion_figure, digit_grid, pca_figure, per_class_figure, weight_templates
 from pipeline.lib.figures import save_figure
 from pipeline.lib.metrics import classification_report, confusion, most_confused_pairs
@@ -80,4 +80,4 @@ def main(params: Params, model_path: Path, data: Path, predictions: Path, out: P
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

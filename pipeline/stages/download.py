@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from pipeline.lib.atomic import atomic_path
-from pipeline.lib.cli import PATH, stage_command
+from pipeline.lib.cli import PATH, run_stage, stage_command
 from pipeline.lib.fetch import MIRROR_VARIABLE, fetch_all, mirrors_from_environment
 from pipeline.lib.mnist import OFFICIAL_FILES
 from pipeline.lib.params import Params
@@ -28,4 +28,4 @@ def main(params: Params, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

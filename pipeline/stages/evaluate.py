@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from pipeline.lib.atomic import atomic_paths, write_array, write_bytes, write_json
-from pipeline.lib.cli import PATH, stage_command
+from pipeline.lib.cli import PATH, run_stage, stage_command
 from pipeline.lib.metrics import classification_report
 from pipeline.lib.model import load_model, probabilities
 from pipeline.lib.params import Params
@@ -49,4 +49,4 @@ def main(
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from pipeline.lib.atomic import atomic_paths, write_json
-from pipeline.lib.cli import PATH, stage_command
+from pipeline.lib.cli import PATH, run_stage, stage_command
 from pipeline.lib.mnist import load_official
 from pipeline.lib.normalization import Normalization
 from pipeline.lib.params import Params
@@ -30,4 +30,4 @@ def main(params: Params, raw: Path, out: Path, stats: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from pipeline.lib.atomic import atomic_paths, write_json
-from pipeline.lib.cli import PATH, stage_command
+from pipeline.lib.cli import PATH, run_stage, stage_command
 from pipeline.lib.params import Params
 from pipeline.lib.splitting import class_counts, split_indices
 from pipeline.lib.storage import read_pair, write_pair
@@ -32,4 +32,4 @@ def main(params: Params, data: Path, out: Path, counts: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -12,7 +12,7 @@ import torch
 from dvclive import Live
 
 from pipeline.lib.atomic import atomic_paths, replaced_in_place, write_json
-from pipeline.lib.cli import PATH, stage_command
+from pipeline.lib.cli import PATH, run_stage, stage_command
 from pipeline.lib.device import make_deterministic, numerics_fingerprint, resolve_device
 from pipeline.lib.figures import learning_curves, save_figure
 from pipeline.lib.model import build_model, save_model
@@ -102,4 +102,4 @@ def main(params: Params, data: Path, stats: Path, model_path: Path, live_dir: Pa
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import click
 import torch
+import yaml
 from pydantic import ValidationError
 
 from pipeline.commands.bench.timers import Timing, best_of_interleaved, canonical_epoch, floor_epoch, project_epoch
@@ -27,7 +28,7 @@ from pipeline.lib.cli import run_reporting_errors
 from pipeline.lib.device import make_deterministic, numerics_fingerprint, resolve_device
 from pipeline.lib.errors import PipelineError
 from pipeline.lib.fetch import MIRROR_VARIABLE
-from pipeline.lib.layout import PIPELINE_FILE, RESULTS_STAGE, stage_names, stage_path
+from pipeline.lib.layout import PIPELINE_FILE, stage_names, stage_path
 from pipeline.lib.normalization import Normalization
 from pipeline.lib.params import Params, load_params
 from pipeline.lib.pinning import MODES, PINNED, VARIABLE
@@ -144,16 +145,24 @@ def commit(run: Callable[..., subprocess.CompletedProcess]) -> None:
     run("git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-qm", "bench").check_returncode()
 
 
-def experiment_overhead(run: Callable[..., subprocess.CompletedProcess]) -> float:
-    """Wall seconds of a 1-epoch `dvc exp run` up to RESULTS_STAGE, as a study's queue runs each of
-    its runs, minus the training seconds the run records: DVC, imports and evaluation, per run."""
+# A study as `python -m pipeline study` runs one: 2 arms x 3 seeds of one epoch each, through the queue.
+OVERHEAD_STUDY = {
+    "seeds": [0, 1, 2],
+    "studies": {"bench": {"question": "?", "source": "bench", "settings": {"train.epochs": 1}, "arms": {"a": {}, "b": {"params": {"train.seed": 7}}}}},
+}
+
+
+def study_overhead(run: Callable[..., subprocess.CompletedProcess], project: Path) -> tuple[float, int, float]:
+    """Wall seconds of a whole study of 1-epoch runs (queueing, the runs, collecting the tables),
+    its number of runs, and the mean training seconds they record."""
+    (project / "studies.yaml").write_text(yaml.safe_dump(OVERHEAD_STUDY))
     commit(run)
     start = time.perf_counter()
-    run("dvc", "exp", "run", "--temp", "--name", "bench", "-S", "train.epochs=1", RESULTS_STAGE).check_returncode()
+    run(sys.executable, "-m", "pipeline", "study", "--studies", "studies.yaml").check_returncode()
     wall = time.perf_counter() - start
-    experiment = run("git", "for-each-ref", "--format=%(refname)", "refs/exps").stdout.split()[0]
-    timing = run("git", "show", f"{experiment}:{stage_path('train', '--timing').as_posix()}").stdout
-    return wall - json.loads(timing)["train_seconds"]
+    arms = json.loads((project / "reports/studies/bench.json").read_text())["arms"]
+    runs = sum(arm["runs"] for arm in arms)
+    return wall, runs, sum(arm["mean"]["train_seconds"] * arm["runs"] for arm in arms) / runs
 
 
 def dvc_table() -> None:
@@ -166,7 +175,7 @@ def dvc_table() -> None:
     stages = stage_names()
     with tempfile.TemporaryDirectory(prefix="bench-") as folder:
         project = Path(folder)
-        for name in (PIPELINE_FILE, "params.yaml"):
+        for name in (PIPELINE_FILE, "params.yaml", "README.md"):  # the README: a study rewrites its tables
             shutil.copy(name, project / name)
         shutil.copytree("pipeline", project / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
         environment = os.environ | {MIRROR_VARIABLE: str(raw)}
@@ -194,8 +203,10 @@ def dvc_table() -> None:
             start = time.perf_counter()
             run(*command).check_returncode()
             click.echo(f"  {label:<34} {time.perf_counter() - start:>6.1f} s")
-        click.echo("bench: one study run (dvc exp run --temp, 1 epoch)", err=True)
-        click.echo(f"  {'a study run, beyond its training':<34} {experiment_overhead(run):>6.1f} s  (goal: 8 s)")
+        click.echo("bench: a study of 6 one-epoch runs (python -m pipeline study)", err=True)
+        wall, runs, training = study_overhead(run, project)
+        click.echo(f"  {f'a study of {runs} one-epoch runs':<34} {wall:>6.1f} s")
+        click.echo(f"  {'per run, beyond its training':<34} {wall / runs - training:>6.1f} s  (goal: 8 s; {training:.1f} s of training each)")
 
 
 @click.command()

@@ -4,8 +4,8 @@ Every arm x seed of the named studies (all, without names) that has no finished 
 top of the current commit is queued, each from the committed params.yaml plus only its own
 settings, so no run inherits another's params. Each runs the pipeline up to RESULTS_STAGE:
 analyze's figures of a run are one `dvc exp apply <name> && dvc repro` away, and would cost every
-run of a study ~8 s. `dvc exp run --run-all` runs the queue, showing each run's output as it
-comes; then DVC's record of the experiments (`dvc exp show --json`, and each experiment's commit)
+run of a study ~8 s. DVC's queue workers run them, --jobs at a time (workers.py); then DVC's
+record of the experiments (`dvc exp show --json`, and each experiment's commit)
 becomes reports/studies/<study>.json, .md and .png, and the README's studies region is
 regenerated from those tables.
 """
@@ -21,6 +21,7 @@ import click
 import yaml
 
 from pipeline.commands.study.plan import STUDIES_FILE, Run, load_studies, runs
+from pipeline.commands.study.workers import queued_or_running, run_queued
 from pipeline.commands.study.results import (
     MetricFiles,
     baseline_commit,
@@ -101,12 +102,6 @@ def queue(missing: list[Run]) -> None:
         raise PipelineError(f"dvc could not queue the study's runs: {error}") from None
 
 
-def run_queue(jobs: int) -> None:
-    """DVC's queue workers run every queued experiment; each run's output is shown as it comes."""
-    if subprocess.run(["dvc", "exp", "run", "--run-all", "--jobs", str(jobs)]).returncode != 0:
-        raise PipelineError("dvc exp run --run-all failed (its error is above); dvc queue status shows what ran")
-
-
 def study(names: tuple[str, ...], studies_file: Path, collect_only: bool, baseline: str, jobs: int) -> None:
     studies = load_studies(studies_file)
     planned = runs(studies, list(names), read_params_file())
@@ -119,10 +114,11 @@ def study(names: tuple[str, ...], studies_file: Path, collect_only: bool, baseli
         if subprocess.run(["git", "diff", "--quiet", "HEAD", "--", str(DEFAULT_PARAMS)]).returncode != 0:
             raise PipelineError(f"{DEFAULT_PARAMS} differs from the last commit: commit or restore it, since every run starts from it")
         missing = [run for run in planned if run.name not in recorded_experiments(shown)]
-        click.echo(f"study: {len(planned) - len(missing)} of {len(planned)} runs recorded already; queueing {len(missing)}", err=True)
+        waiting = queued_or_running({run.name for run in missing})
+        click.echo(f"study: {len(planned) - len(missing)} of {len(planned)} runs recorded already, {len(waiting)} in the queue; queueing {len(missing) - len(waiting)}", err=True)
         if missing:
-            queue(missing)
-            run_queue(jobs)
+            queue([run for run in missing if run.name not in waiting])
+            run_queued({run.name for run in missing}, jobs)
             shown = json.loads(dvc("exp", "show", "--json", "--rev", baseline))
     recorded, commit = recorded_experiments(shown), baseline_commit(shown)
     files = metric_files()
@@ -149,7 +145,7 @@ def study(names: tuple[str, ...], studies_file: Path, collect_only: bool, baseli
 @click.option("--studies", "studies_file", type=PATH, default=STUDIES_FILE, show_default=True, help="The declarations.")
 @click.option("--collect-only", is_flag=True, help="Write the results of the experiments recorded already; queue nothing.")
 @click.option("--baseline", default="HEAD", show_default=True, help="With --collect-only: the commit the experiments ran on, if the stages' code is unchanged since.")
-@click.option("--jobs", default=1, show_default=True, help="Queue workers (each trains with all cores).")
+@click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True, help="Runs at a time, each with its share of the cores.")
 @click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
 def main(names: tuple[str, ...], studies_file: Path, collect_only: bool, baseline: str, jobs: int, debug: bool) -> None:
     """Run the named studies (all without names) over their seeds and write reports/studies/."""
