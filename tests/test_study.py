@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import yaml
 from conftest import PROJECT_ROOT, dvc, git
 from pipeline.commands.study.plan import Studies, load_studies, runs
 from pipeline.commands.study.results import (
+    README_END,
     MetricFiles,
     baseline_commit,
     markdown_table,
@@ -123,6 +125,15 @@ def test_the_readme_tables_are_the_generated_ones():
     folder = PROJECT_ROOT / "reports/studies"
     tables = [(folder / f"{name}.md").read_text() for name in load_studies().studies if (folder / f"{name}.md").exists()]
     assert studies_region((PROJECT_ROOT / "README.md").read_text()) == region_text(tables)
+
+
+def test_every_percentage_in_the_readme_reading_of_the_studies_is_in_their_tables():
+    """The paragraphs under the tables quote them; a rerun that moves a number fails here."""
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    reading = readme[readme.index(README_END) :].split("\n## ")[0]
+    quoted = set(re.findall(r"\d+\.\d\d%", reading))
+    tables = "".join(path.read_text() for path in (PROJECT_ROOT / "reports/studies").glob("*.md"))
+    assert quoted and {number for number in quoted if number not in tables} == set()
 
 
 @pytest.mark.slow

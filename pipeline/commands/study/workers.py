@@ -29,12 +29,12 @@ def threads_per_run(jobs: int) -> int:
 def start_worker(number: int, log_dir: Path, threads: int) -> subprocess.Popen:
     """`dvc exp queue-worker` as DVC starts it, with OMP_NUM_THREADS for the stages it runs (the
     results do not depend on it: README, "Reproducibility"); its log beside DVC's own."""
-    log = (log_dir / f"study-worker-{number}.out").open("ab")
     command = ["dvc", "exp", "queue-worker", f"study-{os.getpid()}-{number}@localhost"]
     if number == 1:
         command.append("--clean")  # as DVC's first worker: tidy the queue's control messages on the way out
     environment = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
+    with (log_dir / f"study-worker-{number}.out").open("ab") as log:
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
 
 
 def queued_or_running(names: Collection[str]) -> set[str]:
