@@ -89,7 +89,8 @@ def committed(revision: str, path: str) -> str:
 def exp_show(*revisions: dict) -> list[dict]:
     """The shape of `dvc exp show --json` (DVC 3): a workspace row, then the baseline with its experiments."""
     failed = {"rev": "def", "name": "s-b-s2", "data": {}, "error": {"type": "ReproductionError"}, "experiments": None}
-    experiments = [{"name": rev["name"], "revs": [rev]} for rev in (*revisions, failed)]
+    queued = {"rev": "abc", "name": "s-c-s0", "data": {"params": {}, "metrics": {}}, "error": None, "experiments": None}
+    experiments = [{"name": rev["name"], "revs": [rev]} for rev in (*revisions, failed, queued)]
     return [{"rev": "workspace", "name": None, "data": {}, "experiments": None}, {"rev": "123", "name": "main", "experiments": experiments}]
 
 
@@ -99,7 +100,7 @@ def test_results_per_arm_with_spread_failures_and_noise():
         recorded("s-b-s0", 0.93), recorded("s-b-s1", 0.95),
     )
     records = recorded_experiments(shown)
-    assert sorted(records) == ["s-a-s0", "s-a-s1", "s-a-s2", "s-b-s0", "s-b-s1"]  # the failed one is not a result
+    assert sorted(records) == ["s-a-s0", "s-a-s1", "s-a-s2", "s-b-s0", "s-b-s1"]  # not the failed run, nor the queued one
     declared = studies()
     a, b = summarize(declared.studies["s"], runs(declared, [], PARAMS), records, FILES, committed)
     assert (a.runs, b.runs, b.failed) == (3, 2, ["s-b-s2"])

@@ -11,6 +11,7 @@ import dvc.repo
 import pytest
 
 from pipeline.commands.study import workers
+from pipeline.lib.errors import PipelineError
 
 
 class Worker:
@@ -34,8 +35,8 @@ class Worker:
         return self.returncode
 
 
-def entries(*names: str) -> list[SimpleNamespace]:
-    return [SimpleNamespace(name=name) for name in names]
+def entries(*names: str, baseline: str = "HEAD") -> list[SimpleNamespace]:
+    return [SimpleNamespace(name=name, baseline_rev=baseline) for name in names]
 
 
 @pytest.fixture
@@ -43,7 +44,7 @@ def queue_states(monkeypatch, tmp_path):
     """Each poll of the fake queue returns the next (queued, running) state and runs its event."""
     started: list[tuple[int, Worker]] = []
     states: list[tuple[list[str], list[str], object]] = []
-    queue = SimpleNamespace(wdir=str(tmp_path))
+    queue = SimpleNamespace(wdir=str(tmp_path), worker_status=lambda: {})  # no worker answers
     current = {}
 
     def next_state() -> None:
@@ -52,7 +53,8 @@ def queue_states(monkeypatch, tmp_path):
         if event:
             event(started)
 
-    queue.iter_queued = lambda: (next_state(), entries(*current["queued"], "another-study-run"))[1]
+    # Beside the study's own runs: another study's, and one of the same name queued on an older commit.
+    queue.iter_queued = lambda: (next_state(), entries(*current["queued"], "another-study-run") + entries("a", baseline="older"))[1]
     queue.iter_active = lambda: entries(*current["running"])
 
     class Repo:
@@ -86,7 +88,7 @@ def test_a_worker_that_stops_while_runs_wait_is_started_again_and_all_are_stoppe
         ([], ["a", "c"], None),
         ([], [], None),
     ]
-    workers.run_queued({"a", "b", "c"}, jobs=2)
+    workers.run_queued({"a", "b", "c"}, "HEAD", jobs=2)
     assert [number for number, _ in started] == [1, 2, 2]
     first, stopped, restarted = (worker for _, worker in started)
     assert stopped.signals == [] and first.signals == restarted.signals == [signal.SIGTERM]
@@ -98,5 +100,25 @@ def test_a_worker_that_stops_while_runs_wait_is_started_again_and_all_are_stoppe
 def test_nothing_starts_when_no_run_of_the_study_waits(queue_states):
     states, started = queue_states
     states.append(([], [], None))
-    workers.run_queued({"a"}, jobs=2)
+    workers.run_queued({"a"}, "HEAD", jobs=2)
     assert started == []
+
+
+def test_runs_marked_running_with_no_worker_left_are_one_line_with_the_fix(queue_states):
+    states, started = queue_states
+    states.append(([], ["a"], None))  # e.g. its worker was killed
+    with pytest.raises(PipelineError, match=r"^a: marked as running, but no queue worker is left .*`dvc queue kill a`"):
+        workers.run_queued({"a", "b"}, "HEAD", jobs=2)
+    assert started == []
+
+
+def test_ctrl_c_stops_the_workers_after_their_runs_and_says_what_stays_queued(queue_states):
+    states, started = queue_states
+
+    def interrupt(started):
+        raise KeyboardInterrupt
+
+    states += [(["a", "b", "c"], [], None), (["c"], ["a", "b"], None), (["c"], ["a", "b"], interrupt)]
+    with pytest.raises(PipelineError, match="interrupted: the runs under way finish in the background and 1 stay queued"):
+        workers.run_queued({"a", "b", "c"}, "HEAD", jobs=2)
+    assert [worker.signals for _, worker in started] == [[signal.SIGTERM], [signal.SIGTERM]]

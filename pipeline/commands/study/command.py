@@ -5,9 +5,9 @@ top of the current commit is queued, each from the committed params.yaml plus on
 settings, so no run inherits another's params. Each runs the pipeline up to RESULTS_STAGE:
 analyze's figures of a run are one `dvc exp apply <name> && dvc repro` away, and would cost every
 run of a study ~8 s. DVC's queue workers run them, --jobs at a time (workers.py); then DVC's
-record of the experiments (`dvc exp show --json`, and each experiment's commit)
-becomes reports/studies/<study>.json, .md and .png, and the README's studies region is
-regenerated from those tables.
+record of the experiments (`dvc exp show --json`, and each experiment's commit) becomes
+reports/studies/<study>.json, .md and .png, and the README's studies region is regenerated from
+those tables.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import click
 import yaml
 
 from pipeline.commands.study.plan import STUDIES_FILE, Run, load_studies, runs
-from pipeline.commands.study.workers import queued_or_running, run_queued
 from pipeline.commands.study.results import (
     MetricFiles,
     baseline_commit,
@@ -31,6 +30,7 @@ from pipeline.commands.study.results import (
     summarize,
     with_studies_region,
 )
+from pipeline.commands.study.workers import queued_or_running, run_queued
 from pipeline.lib.atomic import write_json, write_text
 from pipeline.lib.cli import PATH, run_reporting_errors
 from pipeline.lib.errors import PipelineError
@@ -114,11 +114,11 @@ def study(names: tuple[str, ...], studies_file: Path, collect_only: bool, baseli
         if subprocess.run(["git", "diff", "--quiet", "HEAD", "--", str(DEFAULT_PARAMS)]).returncode != 0:
             raise PipelineError(f"{DEFAULT_PARAMS} differs from the last commit: commit or restore it, since every run starts from it")
         missing = [run for run in planned if run.name not in recorded_experiments(shown)]
-        waiting = queued_or_running({run.name for run in missing})
+        waiting = queued_or_running({run.name for run in missing}, baseline_commit(shown))
         click.echo(f"study: {len(planned) - len(missing)} of {len(planned)} runs recorded already, {len(waiting)} in the queue; queueing {len(missing) - len(waiting)}", err=True)
         if missing:
             queue([run for run in missing if run.name not in waiting])
-            run_queued({run.name for run in missing}, jobs)
+            run_queued({run.name for run in missing}, baseline_commit(shown), jobs)
             shown = json.loads(dvc("exp", "show", "--json", "--rev", baseline))
     recorded, commit = recorded_experiments(shown), baseline_commit(shown)
     files = metric_files()

@@ -5,7 +5,9 @@ worker's monitor asks it for its tasks and gives it one second to answer, and on
 (two runs training on two cores) the answer can come late, so the worker shuts down after its run
 while others still wait in the queue; `--run-all` then waits forever. Here the workers are this
 process's children: one that ends while this study's runs are still queued is started again, and
-once none is queued or running they are stopped, without waiting for them to idle out.
+once none is queued or running they are stopped, without waiting for them to idle out. They run in
+a session of their own, so Ctrl-C reaches this process alone: it stops the workers after the runs
+under way, which finish in the background, and leaves the rest queued.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
 import click
+
+from pipeline.lib.errors import PipelineError
 
 POLL_SECONDS = 2.0
 
@@ -34,23 +38,28 @@ def start_worker(number: int, log_dir: Path, threads: int) -> subprocess.Popen:
         command.append("--clean")  # as DVC's first worker: tidy the queue's control messages on the way out
     environment = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     with (log_dir / f"study-worker-{number}.out").open("ab") as log:
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment, start_new_session=True)
 
 
-def queued_or_running(names: Collection[str]) -> set[str]:
+def ours(entries: Iterable, names: Collection[str], baseline: str) -> list[str]:
+    """The names of the queue entries among `names` that run on top of the commit `baseline`."""
+    return [entry.name for entry in entries if entry.name in names and entry.baseline_rev == baseline]
+
+
+def queued_or_running(names: Collection[str], baseline: str) -> set[str]:
     """Those of `names` in DVC's queue that have not finished, e.g. after an interrupted study."""
     from dvc.repo import Repo
 
     with Repo() as repo:
         queue = repo.experiments.celery_queue
-        return {entry.name for entry in [*queue.iter_queued(), *queue.iter_active()] if entry.name in names}
+        return set(ours([*queue.iter_queued(), *queue.iter_active()], names, baseline))
 
 
-def run_queued(names: Collection[str], jobs: int) -> None:
-    """Run the queued experiments `names` with `jobs` workers; return once none is queued or running.
+def run_queued(names: Collection[str], baseline: str, jobs: int) -> None:
+    """Run the queued experiments `names` on top of the commit `baseline` with `jobs` workers;
+    return once none is queued or running.
 
     Progress is a line whenever runs finish; each run's own output is `dvc queue logs <name>`.
-    Interrupted, the runs already started finish in the background and the rest stay queued.
     """
     from dvc.repo import Repo
 
@@ -61,21 +70,37 @@ def run_queued(names: Collection[str], jobs: int) -> None:
         log_dir = Path(queue.wdir)
         log_dir.mkdir(parents=True, exist_ok=True)
         workers: dict[int, subprocess.Popen] = {}
-        started, finished = time.perf_counter(), 0
-        while True:
-            queued = [entry.name for entry in queue.iter_queued() if entry.name in names]
-            running = [entry.name for entry in queue.iter_active() if entry.name in names]
-            if (now_finished := len(names) - len(queued) - len(running)) != finished:
-                finished = now_finished
-                click.echo(f"study: {finished} of {len(names)} runs finished ({time.perf_counter() - started:.0f} s)", err=True)
-            if not queued and not running:
-                break
-            for number in range(1, jobs + 1):
-                if queued and (number not in workers or workers[number].poll() is not None):
-                    workers[number] = start_worker(number, log_dir, threads)
-            time.sleep(POLL_SECONDS)
-    for worker in workers.values():
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)  # idle now: Celery's warm shutdown ends it at once
+        started, finished, queued = time.perf_counter(), 0, list(names)
+        try:
+            while True:
+                queued, running = ours(queue.iter_queued(), names, baseline), ours(queue.iter_active(), names, baseline)
+                if (now_finished := len(names) - len(queued) - len(running)) != finished:
+                    finished = now_finished
+                    click.echo(f"study: {finished} of {len(names)} runs finished ({time.perf_counter() - started:.0f} s)", err=True)
+                if not queued and not running:
+                    break
+                for number in range(1, jobs + 1):
+                    if queued and (number not in workers or workers[number].poll() is not None):
+                        workers[number] = start_worker(number, log_dir, threads)
+                if not queued and all(worker.poll() is not None for worker in workers.values()) and not queue.worker_status():
+                    raise PipelineError(
+                        f"{', '.join(sorted(running))}: marked as running, but no queue worker is left to run them: "
+                        f"`dvc queue kill {' '.join(sorted(running))}` marks them failed, then run the study again"
+                    )
+                time.sleep(POLL_SECONDS)
+        except KeyboardInterrupt:
+            stop(workers)
+            raise PipelineError(
+                f"interrupted: the runs under way finish in the background and {len(queued)} stay queued (dvc queue status); "
+                "the same command again goes on from there"
+            ) from None
+    stop(workers)
     for worker in workers.values():
         worker.wait()
+
+
+def stop(workers: dict[int, subprocess.Popen]) -> None:
+    """Celery's warm shutdown: a worker ends once its run (if any) has finished."""
+    for worker in workers.values():
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
