@@ -24,6 +24,7 @@ import click
 from pipeline.lib.errors import PipelineError
 
 POLL_SECONDS = 2.0
+ORPHAN_POLLS = 3  # polls in a row with runs marked running and no worker anywhere before giving up on them
 
 
 def threads_per_run(jobs: int) -> int:
@@ -70,7 +71,7 @@ def run_queued(names: Collection[str], baseline: str, jobs: int) -> None:
         log_dir = Path(queue.wdir)
         log_dir.mkdir(parents=True, exist_ok=True)
         workers: dict[int, subprocess.Popen] = {}
-        started, finished, queued = time.perf_counter(), 0, list(names)
+        started, finished, queued, unanswered = time.perf_counter(), 0, list(names), 0
         try:
             while True:
                 queued, running = ours(queue.iter_queued(), names, baseline), ours(queue.iter_active(), names, baseline)
@@ -82,7 +83,9 @@ def run_queued(names: Collection[str], baseline: str, jobs: int) -> None:
                 for number in range(1, jobs + 1):
                     if queued and (number not in workers or workers[number].poll() is not None):
                         workers[number] = start_worker(number, log_dir, threads)
-                if not queued and all(worker.poll() is not None for worker in workers.values()) and not queue.worker_status():
+                orphaned = not queued and all(worker.poll() is not None for worker in workers.values()) and not queue.worker_status()
+                unanswered = unanswered + 1 if orphaned else 0
+                if unanswered == ORPHAN_POLLS:  # a busy worker may miss one inquiry, as DVC's monitor shows
                     raise PipelineError(
                         f"{', '.join(sorted(running))}: marked as running, but no queue worker is left to run them: "
                         f"`dvc queue kill {' '.join(sorted(running))}` marks them failed, then run the study again"
