@@ -113,12 +113,14 @@ def study(names: tuple[str, ...], studies_file: Path, collect_only: bool, baseli
     if not collect_only:
         if subprocess.run(["git", "diff", "--quiet", "HEAD", "--", str(DEFAULT_PARAMS)]).returncode != 0:
             raise PipelineError(f"{DEFAULT_PARAMS} differs from the last commit: commit or restore it, since every run starts from it")
-        missing = [run for run in planned if run.name not in recorded_experiments(shown)]
-        waiting = queued_or_running({run.name for run in missing}, baseline_commit(shown))
+        recorded, head = recorded_experiments(shown), baseline_commit(shown)
+        missing = [run for run in planned if run.name not in recorded]
+        missing_names = {run.name for run in missing}
+        waiting = queued_or_running(missing_names, head)
         click.echo(f"study: {len(planned) - len(missing)} of {len(planned)} runs recorded already, {len(waiting)} in the queue; queueing {len(missing) - len(waiting)}", err=True)
         if missing:
             queue([run for run in missing if run.name not in waiting])
-            run_queued({run.name for run in missing}, baseline_commit(shown), jobs)
+            run_queued(missing_names, head, jobs)
             shown = json.loads(dvc("exp", "show", "--json", "--rev", baseline))
     recorded, commit = recorded_experiments(shown), baseline_commit(shown)
     files = metric_files()

@@ -62,7 +62,7 @@ class ArmResult:
 def recorded_experiments(shown: list[dict]) -> dict[str, dict]:
     """Experiment name -> its row (commit `rev` and `data`), for every experiment that finished:
     queued and running ones are listed too, with their params but no metrics yet."""
-    return {rev["name"]: rev for rev in _revisions(shown) if not rev.get("error") and rev.get("data", {}).get("metrics")}
+    return {rev["name"]: rev for rev in _revisions(shown) if not rev.get("error") and (rev.get("data") or {}).get("metrics")}
 
 
 def baseline_commit(shown: list[dict]) -> str:
