@@ -1,24 +1,28 @@
-"""`python -m pipeline COMMAND`: the user commands beside the DVC stages."""
+"""`python -m pipeline COMMAND`: the user commands beside the DVC stages.
+
+Each command's module (pipeline/commands/NAME/command.py) is imported only when that command
+runs, so `report` starts in a fraction of a second without importing torch.
+"""
+
+import importlib
 
 import click
 
-from pipeline.commands.bench.command import main as bench
-from pipeline.commands.export.command import main as export
-from pipeline.commands.predict.command import main as predict
-from pipeline.commands.study.command import main as study
-from pipeline.commands.verify.command import main as verify
+COMMANDS = ("bench", "export", "predict", "report", "study", "verify")
 
 
-@click.group()
+class LazyCommands(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        return importlib.import_module(f"pipeline.commands.{name}.command").main if name in COMMANDS else None
+
+
+@click.group(cls=LazyCommands)
 def cli() -> None:
     """Train and study MLPs on MNIST. The stages run through `dvc repro`; these commands use their results."""
 
-
-cli.add_command(bench, "bench")
-cli.add_command(export, "export")
-cli.add_command(predict, "predict")
-cli.add_command(study, "study")
-cli.add_command(verify, "verify")
 
 if __name__ == "__main__":
     cli()

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from conftest import PROJECT_ROOT, dvc, git
+from pipeline.__main__ import cli
 from pipeline.lib.layout import stage_path, stages
 
 DVC_YAML = stages(PROJECT_ROOT)
@@ -68,7 +69,7 @@ def test_the_library_serves_stages_and_commands_and_imports_neither():
 
 
 def test_a_command_module_is_used_by_its_command_alone():
-    assert COMMANDS == ["bench", "export", "predict", "study", "verify"]
+    assert COMMANDS == sorted(cli.list_commands(None))  # each folder is a command of `python -m pipeline`
     for command in COMMANDS:
         for module in modules_under(f"pipeline/commands/{command}"):
             foreign = {n for n in pipeline_imports(module) if n.startswith("pipeline.commands.")}
@@ -117,3 +118,9 @@ def test_repro_then_noop_then_experiment_reruns_only_training(project):
     assert table.returncode == 0, table.stderr
     assert "train.optimizer.lr" in table.stdout and "test.accuracy" in table.stdout and "train_seconds" not in table.stdout
     assert max(len(line.rstrip()) for line in table.stdout.splitlines()) <= 120, table.stdout
+
+
+def test_only_results_are_metrics():
+    """dvc exp show and dvc metrics diff show results: not seconds, not statistics of the data."""
+    metrics = {next(iter(m)) if isinstance(m, dict) else m for stage in DVC_YAML.values() for m in stage.get("metrics", [])}
+    assert metrics == {stage_path("evaluate", "--metrics").as_posix(), (stage_path("train", "--live") / "metrics.json").as_posix()}

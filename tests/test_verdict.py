@@ -88,7 +88,7 @@ def test_changed_command_or_new_stage_is_stale_code():
 
 def test_changed_params_are_stale_params():
     report = stale(params={"train": {"lr": 0.01}})
-    assert report.verdict is Verdict.STALE_PARAMS and report.detail == "train: train"
+    assert report.verdict is Verdict.STALE_PARAMS and report.detail == "train: train.lr 0.001 -> 0.01"
     assert not report.verdict.passed
 
 

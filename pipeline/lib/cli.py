@@ -23,25 +23,26 @@ from pipeline.lib.pinning import numerics_mode
 PATH = click.Path(path_type=Path)
 
 
-def fail(message: str) -> None:
+def fail(message: str, exit_code: int = 1) -> NoReturn:
     click.echo(f"error: {message}", err=True)
-    sys.exit(1)
+    sys.exit(exit_code)
 
 
-def run_reporting_errors(action: Callable[[], None], debug: bool) -> None:
-    """Run `action` after checking MNIST_NUMERICS; a problem the user can fix becomes one line."""
+def run_reporting_errors(action: Callable[[], None], debug: bool, exit_code: int = 1) -> None:
+    """Run `action` after checking MNIST_NUMERICS; a problem the user can fix becomes one line
+    and `exit_code`."""
     try:
         numerics_mode()
         action()
     except PipelineError as error:
         if debug:
             raise
-        fail(str(error))
+        fail(str(error), exit_code)
     except OSError as error:
         if debug:
             raise
         where = f"{error.filename}: " if error.filename else ""
-        fail(f"{where}{error.strerror or error}: check the path, its permissions and free disk space")
+        fail(f"{where}{error.strerror or error}: check the path, its permissions and free disk space", exit_code)
 
 
 def stage_command(function: Callable[..., None]) -> click.Command:

@@ -15,15 +15,21 @@ import yaml
 from pipeline.lib.errors import PipelineError
 
 PIPELINE_FILE = "dvc.yaml"
+LOCK_FILE = "dvc.lock"  # what DVC recorded of the last run of each stage
 RESULTS_STAGE = "evaluate"  # the stage whose metrics are a run's results: where a study's runs stop
+
+
+def definition(root: Path = Path(".")) -> dict:
+    """The whole of dvc.yaml: stages, top-level plots, artifacts."""
+    try:
+        return yaml.safe_load((Path(root) / PIPELINE_FILE).read_text())
+    except FileNotFoundError:
+        raise PipelineError(f"{PIPELINE_FILE} not found in {Path(root).resolve()}: run from the project root") from None
 
 
 def stages(root: Path = Path(".")) -> dict[str, dict]:
     """dvc.yaml's stages, in pipeline order."""
-    try:
-        return yaml.safe_load((Path(root) / PIPELINE_FILE).read_text())["stages"]
-    except FileNotFoundError:
-        raise PipelineError(f"{PIPELINE_FILE} not found in {Path(root).resolve()}: run from the project root") from None
+    return definition(root)["stages"]
 
 
 def stage_names(root: Path = Path(".")) -> list[str]:

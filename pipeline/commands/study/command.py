@@ -37,6 +37,7 @@ from pipeline.lib.errors import PipelineError
 from pipeline.lib.figures import save_figure
 from pipeline.lib.layout import PIPELINE_FILE, RESULTS_STAGE, stage_path
 from pipeline.lib.params import DEFAULT_PARAMS, read_params_file
+from pipeline.lib.revisions import read_at
 
 REPORTS, README = Path("reports/studies"), Path("README.md")
 
@@ -57,11 +58,6 @@ def metric_files() -> MetricFiles:
     )
 
 
-def committed_text(revision: str, path: str) -> str:
-    """A file as an experiment's commit holds it (reports/ is git's, so every experiment has its own)."""
-    return subprocess.run(["git", "show", f"{revision}:{path}"], capture_output=True, text=True, check=True).stdout
-
-
 def results_stages(pipeline_text: str) -> dict[str, dict]:
     """What decides the results of the stages a study run runs (those up to RESULTS_STAGE): each
     one's command (which names its outputs), dependencies and params; not how outputs are shown."""
@@ -76,11 +72,8 @@ def results_stages(pipeline_text: str) -> dict[str, dict]:
 def check_unchanged_since(baseline: str) -> None:
     """Experiments on an older commit still stand for HEAD only if nothing they ran has changed:
     the definitions of the stages up to RESULTS_STAGE, their code, and params.yaml."""
-    then = subprocess.run(["git", "show", f"{baseline}:{PIPELINE_FILE}"], capture_output=True, text=True)
-    if then.returncode != 0:
-        raise PipelineError(f"--baseline {baseline} is not a commit of this repository with a {PIPELINE_FILE}: name one from git log")
-    ran = results_stages(committed_text("HEAD", PIPELINE_FILE))
-    if results_stages(then.stdout) != ran:
+    ran = results_stages(read_at("HEAD", PIPELINE_FILE))
+    if results_stages(read_at(baseline, PIPELINE_FILE)) != ran:
         raise PipelineError(f"the stages up to {RESULTS_STAGE} in {PIPELINE_FILE} changed since {baseline}: its experiments no longer stand for HEAD; rerun the studies")
     code = sorted({dep for stage in ran.values() for dep in stage["deps"] or [] if dep.startswith("pipeline/")})
     changed = subprocess.run(["git", "diff", "--name-only", baseline, "HEAD", "--", str(DEFAULT_PARAMS), *code], capture_output=True, text=True).stdout.split()
@@ -126,7 +119,7 @@ def study(names: tuple[str, ...], studies_file: Path, collect_only: bool, baseli
     files = metric_files()
     for name in dict.fromkeys(run.study for run in planned):
         declared = studies.studies[name]
-        results = summarize(declared, [run for run in planned if run.study == name], recorded, files, committed_text)
+        results = summarize(declared, [run for run in planned if run.study == name], recorded, files, read_at)
         if not any(result.runs for result in results):
             click.echo(f"study {name}: no run recorded on top of commit {commit[:7]}; its reports stay as they are", err=True)
             continue

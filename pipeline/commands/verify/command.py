@@ -9,7 +9,6 @@ workspace, e.g. pulled from a DVC remote), and each output is `exact`, `within t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -21,28 +20,15 @@ import yaml
 from pipeline.commands.verify.verdict import Run, judge, stale_inputs
 from pipeline.lib.cli import fail, run_reporting_errors
 from pipeline.lib.errors import PipelineError
-from pipeline.lib.layout import stage_path, stages
+from pipeline.lib.layout import LOCK_FILE, stage_path, stages
 from pipeline.lib.params import read_params_file
+from pipeline.lib.revisions import read_at
+from pipeline.lib.staleness import FIX, file_md5
 
-LOCK = "dvc.lock"
 # Other numerics move test accuracy as another seed does. Over 9 seeds of the default params
 # (README, "Results") its standard deviation was 0.18 points, so two independent runs differ
 # with a standard deviation of 0.25 points; the tolerance is 3 of those.
 ACCURACY_TOLERANCE = 0.0075
-
-
-def committed_file(revision: str, path: str) -> str:
-    result = subprocess.run(["git", "show", f"{revision}:{path}"], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise PipelineError(f"{path} is not committed at {revision}: commit the results of dvc repro first")
-    return result.stdout
-
-
-def file_md5(path: str) -> str | None:
-    try:
-        return hashlib.md5(Path(path).read_bytes()).hexdigest()
-    except (FileNotFoundError, IsADirectoryError):
-        return None
 
 
 def run_record(text_of, timing: str, metrics: str) -> Run:
@@ -51,12 +37,12 @@ def run_record(text_of, timing: str, metrics: str) -> Run:
 
 
 def verify(revision: str, first_stage: str | None) -> None:
-    committed_lock = yaml.safe_load(committed_file(revision, LOCK))
+    committed_lock = yaml.safe_load(read_at(revision, LOCK_FILE))
     pipeline = stages()
     timing, metrics = stage_path("train", "--timing").as_posix(), stage_path("evaluate", "--metrics").as_posix()
     stale = stale_inputs(committed_lock, pipeline, read_params_file(), file_md5)
     if stale is not None:
-        fail(f"{stale.message}: run dvc repro and commit dvc.lock and reports/")
+        fail(f"{stale.message}: {FIX}")
 
     first_stage = first_stage or next(iter(pipeline))
     if first_stage not in pipeline:
@@ -66,9 +52,9 @@ def verify(revision: str, first_stage: str | None) -> None:
         raise PipelineError("dvc repro failed: see its output above")
     report = judge(
         committed_lock,
-        yaml.safe_load(Path(LOCK).read_text()),
+        yaml.safe_load(Path(LOCK_FILE).read_text()),
         pipeline,
-        committed=run_record(lambda path: committed_file(revision, path), timing, metrics),
+        committed=run_record(lambda path: read_at(revision, path), timing, metrics),
         reproduced=run_record(lambda path: Path(path).read_text(), timing, metrics),
         tolerance=ACCURACY_TOLERANCE,
         measurements=frozenset({timing}),

