@@ -61,6 +61,9 @@ def repo(tmp_path: Path) -> Path:
         shutil.copy(PROJECT_ROOT / name, repo / name)
     for folder in ("pipeline", "reports"):
         shutil.copytree(PROJECT_ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__", "studies"))
+    set_param(repo, "train", "epochs", 10)  # known values, whatever the project's are
+    edit_json(repo / "reports/evaluate/metrics.json", lambda m: m["test"].update(accuracy=0.9812, errors=188))
+    edit_json(repo / "reports/train/metrics.json", lambda m: m.update(kept_epoch=10))
     (repo / "dvc.lock").write_text(yaml.safe_dump(matching_lock(repo), sort_keys=False))
     git(repo, "init", "-q")
     git(repo, "config", "user.email", "test@example.com")
