@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
-
 from idx_writer import write_idx_gz
+
 from pipeline.lib.fetch import MIRROR_VARIABLE, mirrors_from_environment
 from pipeline.lib.mnist import OFFICIAL_FILES, SPLIT_FILES
 from pipeline.lib.params import Params
@@ -55,9 +55,9 @@ def synthetic_digits(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def write_raw(folder: Path, train_count: int = 400, test_count: int = 100, seed: int = 0) -> dict[str, str]:
     """The four .gz files in `folder`; returns their MD5s by name."""
     folder.mkdir(parents=True, exist_ok=True)
-    for split, count, split_seed in (("train", train_count, seed), ("test", test_count, seed + 1)):
-        images, labels = synthetic_digits(count, split_seed)
-        images_name, labels_name = SPLIT_FILES[split]
+    for part, count, part_seed in (("train", train_count, seed), ("test", test_count, seed + 1)):
+        images, labels = synthetic_digits(count, part_seed)
+        images_name, labels_name = SPLIT_FILES[part]
         write_idx_gz(folder / images_name, images)
         write_idx_gz(folder / labels_name, labels)
     return {path.name: hashlib.md5(path.read_bytes()).hexdigest() for path in sorted(folder.glob("*.gz"))}
@@ -140,8 +140,8 @@ def serve_folder(folder: Path, handler: type = QuietHandler) -> Iterator[str]:
 
 
 def copy_project(destination: Path) -> Path:
-    """The files a pipeline run needs and the README a study rewrites, without data/, reports/ or git history."""
-    for name in ("dvc.yaml", "params.yaml", "pyproject.toml", "README.md"):
+    """The files a pipeline run needs, without data/, reports/ or git history."""
+    for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(PROJECT_ROOT / name, destination / name)
     shutil.copytree(PROJECT_ROOT / "pipeline", destination / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
     return destination
@@ -152,7 +152,9 @@ def git(project: Path, *args: str) -> None:
 
 
 def dvc(project: Path, *args: str) -> str:
-    result = subprocess.run(["dvc", *args], cwd=project, capture_output=True, text=True, env=os.environ | {"DVC_NO_ANALYTICS": "1"})
+    result = subprocess.run(
+        ["dvc", *args], cwd=project, capture_output=True, text=True, env=os.environ | {"DVC_NO_ANALYTICS": "1"}
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout + result.stderr
 
@@ -177,23 +179,62 @@ def project(tmp_path, shared_mnist, monkeypatch) -> Path:
 def pipeline_steps(params_file: Path, raw: Path, root: Path) -> tuple[dict[str, Path], list[tuple]]:
     """preprocess -> split -> train -> evaluate -> analyze, as dvc.yaml chains them: (paths, commands)."""
     paths = {
-        "pre": root / "pre", "stats": root / "reports/normalization.json", "split": root / "split",
-        "counts": root / "reports/counts.json", "model": root / "model/model.pt", "live": root / "reports/train",
-        "timing": root / "reports/timing.json", "metrics": root / "reports/metrics.json",
+        "pre": root / "pre",
+        "stats": root / "reports/normalization.json",
+        "split": root / "split",
+        "counts": root / "reports/counts.json",
+        "model": root / "model/model.pt",
+        "live": root / "reports/train",
+        "timing": root / "reports/timing.json",
+        "metrics": root / "reports/metrics.json",
         "per_class": root / "reports/per_class.json",
         "csv": root / "reports/confusion.csv",
-        "probs": root / "probs.npy", "analysis": root / "reports/analyze",
+        "probs": root / "probs.npy",
+        "analysis": root / "reports/analyze",
     }
     p = ["--params", params_file]
     steps = [
         (preprocess.main, "--raw", raw, "--out", paths["pre"], "--stats", paths["stats"]),
         (split.main, "--data", paths["pre"], "--out", paths["split"], "--counts", paths["counts"]),
-        (train.main, "--data", paths["split"], "--stats", paths["stats"], "--model", paths["model"],
-         "--live", paths["live"], "--timing", paths["timing"]),
-        (evaluate.main, "--model", paths["model"], "--data", paths["pre"], "--metrics", paths["metrics"],
-         "--per-class", paths["per_class"], "--confusion-csv", paths["csv"], "--predictions", paths["probs"]),
-        (analyze.main, "--model", paths["model"], "--data", paths["pre"], "--predictions", paths["probs"],
-         "--out", paths["analysis"]),
+        (
+            train.main,
+            "--data",
+            paths["split"],
+            "--stats",
+            paths["stats"],
+            "--model",
+            paths["model"],
+            "--live",
+            paths["live"],
+            "--timing",
+            paths["timing"],
+        ),
+        (
+            evaluate.main,
+            "--model",
+            paths["model"],
+            "--data",
+            paths["pre"],
+            "--metrics",
+            paths["metrics"],
+            "--per-class",
+            paths["per_class"],
+            "--confusion-csv",
+            paths["csv"],
+            "--predictions",
+            paths["probs"],
+        ),
+        (
+            analyze.main,
+            "--model",
+            paths["model"],
+            "--data",
+            paths["pre"],
+            "--predictions",
+            paths["probs"],
+            "--out",
+            paths["analysis"],
+        ),
     ]
     return paths, [(command, *p, *args) for command, *args in steps]
 

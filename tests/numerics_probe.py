@@ -2,7 +2,7 @@
 
 Each operation the default training runs is applied to the same fixed inputs (NumPy's seeded
 generator, so the inputs are the same bytes everywhere) and its result hashed, in this process's
-numerics (pinned unless MNIST_NUMERICS=native). README, "Across vendors", shows what it found on
+numerics (pinned unless MNIST_NUMERICS=native). docs/notes/2026-11-22-across-vendors.md shows what it found on
 an Intel Xeon and an AMD EPYC. Not a test: `python tests/numerics_probe.py [threads]`.
 """
 
@@ -12,11 +12,10 @@ import hashlib
 import sys
 
 import numpy as np
-
-import pipeline  # noqa: F401  (pins the numerics before torch loads)
 import torch
 import torch.nn.functional as F
 
+import pipeline  # noqa: F401  (pins the numerics before torch loads)
 from pipeline.lib.device import numerics_fingerprint
 
 generator = np.random.RandomState(0)

@@ -1,4 +1,5 @@
-"""The textbook backward pass gives autograd's loss and gradients, and runs only where it is chosen and covers the setup."""
+"""The textbook backward pass gives autograd's loss and gradients, and runs only where it is chosen "
+"and covers the setup."""
 
 from __future__ import annotations
 
@@ -7,12 +8,12 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import small_params
+
+from pipeline.lib import training
 from pipeline.lib.backprop import loss_and_gradients
 from pipeline.lib.model import build_model
 from pipeline.lib.params import MANUAL_BACKWARD_ACTIVATIONS, Params
-from pipeline.lib import training
 from pipeline.lib.training import Dataset, train
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from click.testing import CliRunner
-
 from conftest import small_params
+
 from pipeline.commands.bench import timers
-from pipeline.commands.bench.command import CANONICAL, FLOOR, PROJECT, main as bench, other_backward, print_speed
+from pipeline.commands.bench.command import CANONICAL, FLOOR, PROJECT, other_backward, print_speed
+from pipeline.commands.bench.command import main as bench
 from pipeline.commands.bench.timers import Timing, best_of_interleaved, canonical_epoch, floor_epoch, project_epoch
 from pipeline.lib.params import Params
 from pipeline.lib.training import Dataset
@@ -70,7 +70,9 @@ def test_the_table_finds_its_reference_rows_by_name(capsys):
 
 def test_bench_times_the_other_backward_pass_only_where_it_applies():
     assert other_backward(Params.model_validate(small_params())).train.backward == "manual"
-    assert other_backward(Params.model_validate(small_params(train={"backward": "manual"}))).train.backward == "autograd"
+    assert (
+        other_backward(Params.model_validate(small_params(train={"backward": "manual"}))).train.backward == "autograd"
+    )
     assert other_backward(Params.model_validate(small_params(model={"batch_norm": True}))) is None
 
 

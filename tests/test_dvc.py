@@ -9,14 +9,16 @@ import subprocess
 
 import pytest
 import yaml
-
 from conftest import PROJECT_ROOT, dvc, git
+
 from pipeline.__main__ import cli
 from pipeline.lib.layout import stage_path, stages
 
 DVC_YAML = stages(PROJECT_ROOT)
 STAGES = list(DVC_YAML)
-COMMANDS = sorted(path.name for path in (PROJECT_ROOT / "pipeline/commands").iterdir() if (path / "command.py").exists())
+COMMANDS = sorted(
+    path.name for path in (PROJECT_ROOT / "pipeline/commands").iterdir() if (path / "command.py").exists()
+)
 
 
 def module_path(module: str) -> str:
@@ -46,7 +48,9 @@ def code_closure(module: str) -> set[str]:
 
 
 def modules_under(folder: str) -> list[str]:
-    return [".".join(path.relative_to(PROJECT_ROOT).with_suffix("").parts) for path in (PROJECT_ROOT / folder).rglob("*.py")]
+    return [
+        ".".join(path.relative_to(PROJECT_ROOT).with_suffix("").parts) for path in (PROJECT_ROOT / folder).rglob("*.py")
+    ]
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -57,7 +61,9 @@ def test_each_stage_depends_on_exactly_its_code(stage):
 
 
 def test_stages_never_import_each_other_or_a_command():
-    assert sorted(modules_under("pipeline/stages")) == sorted(["pipeline.stages.__init__", *(f"pipeline.stages.{s}" for s in STAGES)])
+    assert sorted(modules_under("pipeline/stages")) == sorted(
+        ["pipeline.stages.__init__", *(f"pipeline.stages.{s}" for s in STAGES)]
+    )
     for stage in STAGES:
         imported = pipeline_imports(f"pipeline.stages.{stage}")
         assert not {name for name in imported if name.startswith(("pipeline.stages", "pipeline.commands"))}
@@ -113,14 +119,27 @@ def test_repro_then_noop_then_experiment_reruns_only_training(project):
     shown = json.loads(dvc(project, "exp", "show", "--json"))
     assert len(shown) >= 1 and "train.optimizer.lr" in dvc(project, "params", "diff")
 
-    recipe = next(line for line in (PROJECT_ROOT / "README.md").read_text().splitlines() if line.startswith("dvc exp show --only-changed"))
-    table = subprocess.run(recipe, shell=True, cwd=project, capture_output=True, text=True, env=os.environ | {"COLUMNS": "400"})
+    recipe = next(
+        line
+        for line in (PROJECT_ROOT / "docs/experiments.md").read_text().splitlines()
+        if line.startswith("dvc exp show --only-changed")
+    )
+    table = subprocess.run(
+        recipe, shell=True, cwd=project, capture_output=True, text=True, env=os.environ | {"COLUMNS": "400"}
+    )
     assert table.returncode == 0, table.stderr
-    assert "train.optimizer.lr" in table.stdout and "test.accuracy" in table.stdout and "train_seconds" not in table.stdout
+    assert (
+        "train.optimizer.lr" in table.stdout and "test.accuracy" in table.stdout and "train_seconds" not in table.stdout
+    )
     assert max(len(line.rstrip()) for line in table.stdout.splitlines()) <= 120, table.stdout
 
 
 def test_only_results_are_metrics():
     """dvc exp show and dvc metrics diff show results: not seconds, not statistics of the data."""
-    metrics = {next(iter(m)) if isinstance(m, dict) else m for stage in DVC_YAML.values() for m in stage.get("metrics", [])}
-    assert metrics == {stage_path("evaluate", "--metrics").as_posix(), (stage_path("train", "--live") / "metrics.json").as_posix()}
+    metrics = {
+        next(iter(m)) if isinstance(m, dict) else m for stage in DVC_YAML.values() for m in stage.get("metrics", [])
+    }
+    assert metrics == {
+        stage_path("evaluate", "--metrics").as_posix(),
+        (stage_path("train", "--live") / "metrics.json").as_posix(),
+    }

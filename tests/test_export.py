@@ -10,13 +10,14 @@ import onnxruntime
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import run_pipeline, small_params, write_params
+
 from pipeline.commands.export import command as export
 from pipeline.lib.mnist import load_official
 from pipeline.lib.model import INPUT_CONVENTION
 
 
+@pytest.mark.slow  # exports to ONNX
 @pytest.mark.parametrize("model", [{}, {"architecture": "cnn", "hidden_sizes": [120, 84]}])
 def test_exported_files_predict_raw_images_as_evaluate_does(tmp_path, raw_dir, run_stage, model):
     params_file = write_params(tmp_path / "params.yaml", small_params(model=model))
@@ -36,6 +37,7 @@ def test_exported_files_predict_raw_images_as_evaluate_does(tmp_path, raw_dir, r
     assert from_onnx[:1].shape == session.run(["probabilities"], {"images": raw[:1]})[0].shape  # any batch size
 
 
+@pytest.mark.slow  # exports to ONNX
 def test_both_files_state_their_input_convention(tmp_path, raw_dir, run_stage, params_file):
     paths = run_pipeline(run_stage, params_file, raw_dir, tmp_path)
     onnx_file, torchscript_file = export.export(paths["model"], tmp_path / "export")
@@ -50,5 +52,9 @@ def test_both_files_state_their_input_convention(tmp_path, raw_dir, run_stage, p
 
 def test_a_missing_model_is_one_line(tmp_path):
     result = CliRunner().invoke(export.main, ["--model", str(tmp_path / "none.pt"), "--out", str(tmp_path / "export")])
-    assert result.exit_code == 1 and result.output.strip() == f"error: {tmp_path / 'none.pt'} not found: run the train stage first (dvc repro train)"
+    assert (
+        result.exit_code == 1
+        and result.output.strip()
+        == f"error: {tmp_path / 'none.pt'} not found: run the train stage first (dvc repro train)"
+    )
     assert not (tmp_path / "export").exists() or not any((tmp_path / "export").iterdir())

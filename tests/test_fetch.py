@@ -5,8 +5,8 @@ from __future__ import annotations
 from contextlib import ExitStack
 
 import pytest
-
 from conftest import serve_folder, write_raw
+
 from pipeline.lib.errors import PipelineError
 from pipeline.lib.fetch import PUBLIC_MIRRORS, fetch_all, mirrors_from_environment
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
 from conftest import small_params
+
 from pipeline.lib.analysis_figures import pca_figure, weight_templates
 from pipeline.lib.model import build_model
 from pipeline.lib.params import Params

@@ -4,8 +4,8 @@ import gzip
 
 import numpy as np
 import pytest
-
 from idx_writer import encode_idx, write_idx_gz
+
 from pipeline.lib.mnist import IdxError, load_digits, parse_idx, read_idx
 
 
@@ -16,7 +16,7 @@ def test_round_trip_keeps_shape_and_bytes(tmp_path):
 
 
 def test_header_is_big_endian_idx():
-    assert encode_idx(np.zeros((2, 28, 28), np.uint8))[:16] == bytes.fromhex("00000803" "00000002" "0000001c" "0000001c")
+    assert encode_idx(np.zeros((2, 28, 28), np.uint8))[:16] == bytes.fromhex("00000803000000020000001c0000001c")
 
 
 def test_wrong_magic_names_both_values():

@@ -8,9 +8,9 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from conftest import small_params
 from torch import nn
 
-from conftest import small_params
 from pipeline.lib.errors import PipelineError
 from pipeline.lib.model import build_model, first_layer_weights, load_model, save_model
 from pipeline.lib.normalization import Normalization
@@ -77,7 +77,8 @@ def test_dropout_is_active_in_training_and_off_in_evaluation():
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "gelu", "leaky_relu"])
 def test_glorot_is_the_textbook_one_for_every_activation(activation):
-    """U(+-sqrt(6 / (fan_in + fan_out))): variance 2 / (fan_in + fan_out), as Keras and the NumPy assignments draw it."""
+    """U(+-sqrt(6 / (fan_in + fan_out))): variance 2 / (fan_in + fan_out), as Keras and the NumPy "
+    "assignments draw it."""
     torch.manual_seed(0)
     network = build_model(model_params(hidden_sizes=[500], init="glorot", activation=activation))
     weight = network[0].weight
@@ -155,7 +156,12 @@ def test_a_torch_file_of_another_kind_is_refused(tmp_path):
 
 def test_changed_weights_fail_the_integrity_check(tmp_path):
     params = model_params()
-    save_model(tmp_path / "m.pt", build_model(params), params, Normalization("unit", np.zeros(784, np.float32), np.ones(784, np.float32)))
+    save_model(
+        tmp_path / "m.pt",
+        build_model(params),
+        params,
+        Normalization("unit", np.zeros(784, np.float32), np.ones(784, np.float32)),
+    )
     payload = torch.load(tmp_path / "m.pt", weights_only=True)
     payload["state_dict"]["0.weight"][0, 0] += 1.0
     torch.save(payload, tmp_path / "m.pt")

@@ -1,6 +1,6 @@
 """Pinned numerics: set before torch loads, recorded in the fingerprint, and the same bytes for any thread count.
 
-What the flaky same-params test taught (README, "Reproducibility"): outside MKL's reproducibility
+What the flaky same-params test taught (docs/notes/2026-11-22-flaky-same-params.md): outside MKL's reproducibility
 mode, GEMMs split their work by the thread count and the machine's caches, so the same params gave
 other weights with 1 and 2 threads; oneDNN's convolutions did the same to the CNN. These tests
 train the same small networks with both.
@@ -22,14 +22,14 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import small_params, write_params
-from pipeline.stages import split
+
 from pipeline.lib.device import make_deterministic, numerics_fingerprint
 from pipeline.lib.model import build_model, probabilities
 from pipeline.lib.params import Params
 from pipeline.lib.pinning import PINNED, pin_numerics
 from pipeline.lib.training import Dataset, train
+from pipeline.stages import split
 
 
 def synthetic(count: int, seed: int) -> Dataset:
@@ -44,14 +44,19 @@ def synthetic(count: int, seed: int) -> Dataset:
 # convolution a run can do: the CNN's, forward and backward, and the elastic distortion's smoothing.
 NETWORKS = {
     "mlp": {"model": {"hidden_sizes": [250, 100]}},
-    "cnn_elastic": {"model": {"architecture": "cnn", "hidden_sizes": [120, 84]}, "train": {"augment": {"elastic_alpha": 8.0}}},
+    "cnn_elastic": {
+        "model": {"architecture": "cnn", "hidden_sizes": [120, 84]},
+        "train": {"augment": {"elastic_alpha": 8.0}},
+    },
 }
 
 
 def weights_digest(network: str) -> str:
     """One epoch of 2,000 images at batch 64."""
     settings = NETWORKS[network]
-    params = Params.model_validate(small_params(model=settings["model"], train={"epochs": 1, "batch_size": 64, **settings.get("train", {})}))
+    params = Params.model_validate(
+        small_params(model=settings["model"], train={"epochs": 1, "batch_size": 64, **settings.get("train", {})})
+    )
     make_deterministic(0)
     model = build_model(params.model)
     train(model, synthetic(2000, 0), synthetic(500, 1), params.train, torch.full((784,), -0.2), lambda _: None)
@@ -61,11 +66,17 @@ def weights_digest(network: str) -> str:
 def digest_with_threads(network: str, threads: int) -> str:
     environment = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     result = subprocess.run(
-        [sys.executable, __file__, network], cwd=Path(__file__).parent, env=environment, capture_output=True, text=True, check=True
+        [sys.executable, __file__, network],
+        cwd=Path(__file__).parent,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return result.stdout.strip()
 
 
+@pytest.mark.slow  # trains in child processes
 @pytest.mark.parametrize("network", NETWORKS)
 def test_thread_count_does_not_change_the_weights(network):
     assert digest_with_threads(network, 1) == digest_with_threads(network, 2)
@@ -87,8 +98,9 @@ def test_this_process_runs_the_pinned_numerics():
     assert fingerprint["threads"] == torch.get_num_threads() and fingerprint["torch"] == torch.__version__
 
 
+@pytest.mark.slow  # starts torch in a child process
 def test_the_portable_recipe_runs_mkls_compatible_branch():
-    """bench's portable numerics (README, "Across vendors"): MKL must take COMPATIBLE, which it honours
+    """bench's portable numerics (docs/notes/2026-11-22-across-vendors.md): MKL must take COMPATIBLE, which it honours
     on Intel and AMD alike, and the pinning must leave it alone."""
     from pipeline.commands.bench.command import PORTABLE
 
@@ -96,9 +108,15 @@ def test_the_portable_recipe_runs_mkls_compatible_branch():
         "import json, torch; from pipeline.lib.device import numerics_fingerprint; "
         "print(json.dumps(numerics_fingerprint(torch.device('cpu'))))"
     )
-    result = subprocess.run([sys.executable, "-c", child], env=os.environ | PORTABLE, capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", child], env=os.environ | PORTABLE, capture_output=True, text=True, check=True
+    )
     fingerprint = json.loads(result.stdout)
-    assert (fingerprint["blas"], fingerprint["cpu_capability"], fingerprint["numerics"]) == ("MKL CNR COMPATIBLE", "AVX2", "native")
+    assert (fingerprint["blas"], fingerprint["cpu_capability"], fingerprint["numerics"]) == (
+        "MKL CNR COMPATIBLE",
+        "AVX2",
+        "native",
+    )
 
 
 def test_results_do_not_depend_on_where_the_input_sits_in_memory():
@@ -115,8 +133,19 @@ def test_results_do_not_depend_on_where_the_input_sits_in_memory():
 def test_an_unknown_numerics_mode_is_one_line_before_any_work(tmp_path, monkeypatch):
     monkeypatch.setenv("MNIST_NUMERICS", "fast")
     params_file = write_params(tmp_path / "params.yaml", small_params())
-    result = CliRunner().invoke(split.main, ["--params", str(params_file), "--data", str(tmp_path), "--out", str(tmp_path / "o"),
-                                             "--counts", str(tmp_path / "c.json")])
+    result = CliRunner().invoke(
+        split.main,
+        [
+            "--params",
+            str(params_file),
+            "--data",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "o"),
+            "--counts",
+            str(tmp_path / "c.json"),
+        ],
+    )
     assert result.exit_code == 1
     assert result.output == "error: MNIST_NUMERICS is 'fast': set it to pinned (the default) or native, or unset it\n"
 

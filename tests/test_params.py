@@ -1,8 +1,8 @@
 """params.yaml is validated before any work, with one line naming the key and what is allowed."""
 
 import pytest
-
 from conftest import PROJECT_ROOT, small_params, write_params
+
 from pipeline.lib.params import ParamsError, load_params
 
 
@@ -73,7 +73,10 @@ def test_scientific_notation_is_a_number(tmp_path, text):
 def test_unknown_top_level_key(tmp_path):
     path = write_params(tmp_path / "params.yaml", small_params())
     path.write_text(path.read_text() + "foo: 1\n")
-    with pytest.raises(ParamsError, match=r"^\S+: foo: unknown key \(allowed here: preprocess, split, model, train, evaluate, analyze\)$"):
+    with pytest.raises(
+        ParamsError,
+        match=r"^\S+: foo: unknown key \(allowed here: preprocess, split, model, train, evaluate, analyze\)$",
+    ):
         load_params(path)
 
 

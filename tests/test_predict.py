@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from PIL import Image
-
 from conftest import small_params
 from idx_writer import write_idx_gz
+from PIL import Image
+
 from pipeline.commands.predict import command as predict
 from pipeline.commands.predict import digitize as predict_digitize
 from pipeline.commands.predict.digitize import to_mnist
@@ -24,13 +24,17 @@ from pipeline.lib.params import Params
 from pipeline.lib.training import Dataset, train
 
 SAMPLE = 200
+pytestmark = pytest.mark.slow  # every test uses a model trained on 20,000 real MNIST images
 
 
 @pytest.fixture(scope="module")
 def mnist_model(tmp_path_factory, shared_mnist) -> tuple[Path, np.ndarray, np.ndarray]:
     """(model file, 200 test images, the model's predictions on them) from a quick real-MNIST model."""
     params = Params.model_validate(
-        small_params(model={"hidden_sizes": [128]}, train={"epochs": 2, "batch_size": 128, "augment": {"rotation_degrees": 0.0, "shift_pixels": 0.0}})
+        small_params(
+            model={"hidden_sizes": [128]},
+            train={"epochs": 2, "batch_size": 128, "augment": {"rotation_degrees": 0.0, "shift_pixels": 0.0}},
+        )
     )
     train_digits, test_digits = load_official(shared_mnist, "train"), load_official(shared_mnist, "test")
     normalization = Normalization.fit(train_digits.images, params.preprocess)
@@ -40,8 +44,14 @@ def mnist_model(tmp_path_factory, shared_mnist) -> tuple[Path, np.ndarray, np.nd
     def dataset(images, labels):
         return Dataset(torch.from_numpy(normalization.apply(images)), torch.from_numpy(labels).long())
 
-    result = train(network, dataset(train_digits.images[:20000], train_digits.labels[:20000]),
-                   dataset(test_digits.images[:1000], test_digits.labels[:1000]), params.train, torch.zeros(784), lambda _: None)
+    result = train(
+        network,
+        dataset(train_digits.images[:20000], train_digits.labels[:20000]),
+        dataset(test_digits.images[:1000], test_digits.labels[:1000]),
+        params.train,
+        torch.zeros(784),
+        lambda _: None,
+    )
     network.load_state_dict(result.best_state)
     path = tmp_path_factory.mktemp("model") / "model.pt"
     save_model(path, network, params.model, normalization)
@@ -71,7 +81,9 @@ def run_predict(*args) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-@pytest.mark.parametrize(("variant", "suffix"), [("large_inverted", ".png"), ("padded_off_centre", ".bmp"), ("colour", ".jpg")])
+@pytest.mark.parametrize(
+    ("variant", "suffix"), [("large_inverted", ".png"), ("padded_off_centre", ".bmp"), ("colour", ".jpg")]
+)
 def test_renderings_agree_with_the_originals(tmp_path, mnist_model, variant, suffix):
     model_path, originals, expected = mnist_model
     for index, image in enumerate(originals):
@@ -136,7 +148,10 @@ def test_a_model_whose_weights_changed_after_training_fails_its_integrity_check(
     Image.new("L", (28, 28), 0).save(tmp_path / "x.png")
     code, output = run_predict("--model", tampered, tmp_path / "x.png")
     assert code == 1
-    assert output == f"error: {tampered} fails its integrity check (its bytes changed after training): retrain with dvc repro train\n"
+    assert (
+        output == f"error: {tampered} fails its integrity check (its bytes changed after training): retrain "
+        "with dvc repro train\n"
+    )
     assert load_model(mnist_model[0]).class_names == [str(d) for d in range(10)]
 
 
@@ -155,7 +170,10 @@ def test_an_image_past_pillows_bomb_limit_is_one_line(tmp_path, mnist_model, mon
     Image.new("L", (100, 100), 0).save(tmp_path / "huge.png")
     code, output = run_predict("--model", mnist_model[0], tmp_path / "huge.png")
     assert code == 1
-    assert output == f"error: {tmp_path / 'huge.png'} has more than 1,000 pixels, past Pillow's decompression-bomb limit: scale it down (a digit needs a few hundred pixels a side)\n"
+    assert (
+        output == f"error: {tmp_path / 'huge.png'} has more than 1,000 pixels, past Pillow's decompression-bomb "
+        "limit: scale it down (a digit needs a few hundred pixels a side)\n"
+    )
 
 
 @pytest.mark.parametrize("variant", ["scan_16_bit", "white_ink_on_transparent"])
@@ -168,7 +186,9 @@ def test_16_bit_scans_and_white_ink_on_transparency_are_digits(tmp_path, mnist_m
             pixels = np.zeros((*image.shape, 4), dtype=np.uint8)
             pixels[..., :3], pixels[..., 3] = 255, image
             Image.fromarray(pixels, "RGBA").save(tmp_path / f"{index:03d}.png")
-    assert np.array_equal(to_mnist(predict_digitize.read_image(tmp_path / "000.png")), to_mnist(originals[0].astype(np.float32)))
+    assert np.array_equal(
+        to_mnist(predict_digitize.read_image(tmp_path / "000.png")), to_mnist(originals[0].astype(np.float32))
+    )
     code, output = run_predict("--model", model_path, "--json", tmp_path)
     assert code == 0, output
     assert [int(r["digit"]) for r in json.loads(output)] == list(expected[:50])
@@ -182,7 +202,9 @@ def test_one_unreadable_file_does_not_stop_the_folder(tmp_path, mnist_model):
     code, output = run_predict("--model", model_path, tmp_path)
     lines = output.splitlines()
     assert code == 1 and len(lines) == 5
-    assert lines[0].startswith(f"{tmp_path / '0.png'}: {expected[0]}  (") and lines[2].startswith(f"{tmp_path / '1b.png'}: error: ")
+    assert lines[0].startswith(f"{tmp_path / '0.png'}: {expected[0]}  (") and lines[2].startswith(
+        f"{tmp_path / '1b.png'}: error: "
+    )
     assert lines[4] == "error: 1 of 4 inputs could not be classified (their lines above say why): fix or remove them"
     code, output = run_predict("--model", model_path, "--json", tmp_path)
     results = json.loads(output[: output.rindex("]") + 1])

@@ -4,12 +4,12 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import synthetic_digits, write_raw
-from pipeline.stages import preprocess
 from idx_writer import write_idx_gz
+
 from pipeline.lib.normalization import Normalization
 from pipeline.lib.params import Preprocess
+from pipeline.stages import preprocess
 
 
 def test_standard_uses_one_mean_and_std_of_training_pixels():
@@ -56,7 +56,9 @@ def test_test_images_cannot_change_the_statistics(tmp_path, params_file, run_sta
         out, stats = tmp_path / variant / "pre", tmp_path / variant / "stats.json"
         result = run_stage(preprocess.main, "--params", params_file, "--raw", raw, "--out", out, "--stats", stats)
         assert result.exit_code == 0, result.output
-        outputs.append((json.loads(stats.read_text()), np.load(out / "train_images.npy"), np.load(out / "test_images.npy")))
+        outputs.append(
+            (json.loads(stats.read_text()), np.load(out / "train_images.npy"), np.load(out / "test_images.npy"))
+        )
     (stats_a, train_a, test_a), (stats_b, train_b, test_b) = outputs
     assert stats_a == stats_b
     assert np.array_equal(train_a, train_b)

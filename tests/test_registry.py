@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import PROJECT_ROOT, dvc, git
 
 pytestmark = pytest.mark.slow  # runs dvc
@@ -16,7 +15,7 @@ pytestmark = pytest.mark.slow  # runs dvc
 
 def test_artifacts_get_fetches_each_tagged_version_from_the_remote(tmp_path: Path):
     declared = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["artifacts"]
-    (name, artifact), = declared.items()
+    ((name, artifact),) = declared.items()
     repo, storage = tmp_path / "repo", tmp_path / "storage"
     repo.mkdir()
     git(repo, "init", "-q")
@@ -24,7 +23,10 @@ def test_artifacts_get_fetches_each_tagged_version_from_the_remote(tmp_path: Pat
     git(repo, "config", "user.name", "test")
     dvc(repo, "init", "-q")
     dvc(repo, "remote", "add", "-d", "team", str(storage))
-    write = f"import pathlib, shutil; p = pathlib.Path('{artifact['path']}'); p.parent.mkdir(parents=True, exist_ok=True); shutil.copy('weights', p)"
+    write = (
+        f"import pathlib, shutil; p = pathlib.Path('{artifact['path']}'); "
+        "p.parent.mkdir(parents=True, exist_ok=True); shutil.copy('weights', p)"
+    )
     stage = {"cmd": f'python -c "{write}"', "deps": ["weights"], "outs": [artifact["path"]]}
     (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"train": stage}, "artifacts": declared}, sort_keys=False))
 

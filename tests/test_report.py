@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
+from click.testing import CliRunner
 from conftest import PROJECT_ROOT, git
+
+from pipeline.commands.report import command
 from pipeline.commands.report.compare import changes_since
 from pipeline.commands.report.figures import curve_plots, curves_figure
 from pipeline.lib.staleness import produced_paths
@@ -49,7 +51,9 @@ def matching_lock(repo: Path) -> dict:
 def commit(repo: Path, message: str) -> str:
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", message)
-    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+    return subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 @pytest.fixture
@@ -72,8 +76,16 @@ def repo(tmp_path: Path) -> Path:
     return repo
 
 
-def report(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline", "report", *args], cwd=repo, capture_output=True, text=True)
+@pytest.fixture
+def report(monkeypatch):
+    """Run `python -m pipeline report ARGS` in a folder, in this process: (exit code, stderr)."""
+
+    def run(where: Path, *args: str) -> tuple[int, str]:
+        monkeypatch.chdir(where)
+        result = CliRunner().invoke(command.main, list(args))
+        return result.exit_code, result.stderr
+
+    return run
 
 
 def set_param(repo: Path, section: str, key: str, value: object) -> None:
@@ -88,18 +100,21 @@ def edit_json(path: Path, change) -> None:
     path.write_text(json.dumps(payload, indent=2))
 
 
-def test_a_rerun_pull_request_is_up_to_date_and_shows_what_moved(repo):
+def test_a_rerun_pull_request_is_up_to_date_and_shows_what_moved(repo, report):
     base = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
     set_param(repo, "train", "epochs", 12)
     (repo / "dvc.lock").write_text(yaml.safe_dump(matching_lock(repo), sort_keys=False))
     edit_json(repo / "reports/evaluate/metrics.json", lambda m: m["test"].update(accuracy=0.9830, errors=170))
     curve = repo / "reports/train/plots/metrics/val/loss.tsv"
     header, *rows = curve.read_text().splitlines()
-    curve.write_text("\n".join([header, *(f"{step}\t{float(loss) * 0.5:.6f}" for step, loss in (r.split("\t") for r in rows))]) + "\n")
+    curve.write_text(
+        "\n".join([header, *(f"{step}\t{float(loss) * 0.5:.6f}" for step, loss in (r.split("\t") for r in rows))])
+        + "\n"
+    )
     head = commit(repo, "train longer")
 
-    result = report(repo, "--base", base, "--out", "out/report.md")
-    assert result.returncode == 0, result.stderr
+    status, errors = report(repo, "--base", base, "--out", "out/report.md")
+    assert status == 0, errors
     text = (repo / "out/report.md").read_text()
     assert text.startswith(f"## Results of head {head[:7]} against base {base[:7]}\n\n**Up to date**")
     assert "- train: train.epochs 10 -> 12" in text  # what changed since the base
@@ -116,7 +131,10 @@ def test_curves_figure_draws_both_revisions_of_every_curve(repo):
     plots = curve_plots(yaml.safe_load((repo / "dvc.yaml").read_text())["plots"])
     assert [plot.title for plot in plots] == ["Loss per epoch", "Accuracy per epoch"]
     halved = {"reports/train/plots/metrics/val/loss.tsv": "step\tloss\n0\t1.0\n1\t0.5\n"}
-    revisions = {"base": lambda path: (repo / path).read_text(), "head": lambda path: halved.get(path, (repo / path).read_text())}
+    revisions = {
+        "base": lambda path: (repo / path).read_text(),
+        "head": lambda path: halved.get(path, (repo / path).read_text()),
+    }
     figure = curves_figure(plots, revisions)
     loss_panel = figure.axes[0]
     labels = [line.get_label() for line in loss_panel.get_lines()]
@@ -125,29 +143,29 @@ def test_curves_figure_draws_both_revisions_of_every_curve(repo):
     assert list(val_head.get_ydata()) == [1.0, 0.5]
 
 
-def test_a_changed_param_without_a_rerun_is_stale_and_names_both_values(repo):
+def test_a_changed_param_without_a_rerun_is_stale_and_names_both_values(repo, report):
     set_param(repo, "train", "epochs", 3)
     commit(repo, "fewer epochs, forgot dvc repro")
-    result = report(repo, "--base", "HEAD~1", "--out", "r.md")
-    assert result.returncode == 1
+    status, _ = report(repo, "--base", "HEAD~1", "--out", "r.md")
+    assert status == 1
     text = (repo / "r.md").read_text()
     assert "**Stale**" in text and "- train: train.epochs 10 -> 3" in text
     assert "Fix: run dvc repro and commit dvc.lock and reports/." in text
     assert "| `train.epochs` | 10 | 3 |" in text
 
 
-def test_a_changed_stage_file_without_a_rerun_is_stale_and_names_the_stage(repo):
+def test_a_changed_stage_file_without_a_rerun_is_stale_and_names_the_stage(repo, report):
     with (repo / "pipeline/stages/evaluate.py").open("a") as stage:
         stage.write("# edited\n")
     commit(repo, "edit evaluate")
-    result = report(repo, "--base", "HEAD~1", "--out", "r.md")
-    assert result.returncode == 1
+    status, _ = report(repo, "--base", "HEAD~1", "--out", "r.md")
+    assert status == 1
     assert "- evaluate: pipeline/stages/evaluate.py" in (repo / "r.md").read_text()
 
 
-def test_against_itself_nothing_differs(repo):
-    result = report(repo, "--base", "HEAD", "--out", "r.md")
-    assert result.returncode == 0, result.stderr
+def test_against_itself_nothing_differs(repo, report):
+    status, errors = report(repo, "--base", "HEAD", "--out", "r.md")
+    assert status == 0, errors
     text = (repo / "r.md").read_text()
     assert "**Up to date**" in text and "No stage input differs" in text and "No param differs." in text
     assert "**`" not in text  # no metric marked as changed
@@ -160,11 +178,21 @@ def test_changed_raw_data_is_named():
     }
 
     def lock(raw: str, model: str) -> dict:
-        return {"stages": {
-            "download": {"cmd": "dl", "deps": [{"path": "dl.py", "md5": "a"}], "outs": [{"path": "data/raw", "md5": raw}]},
-            "train": {"cmd": "tr", "deps": [{"path": "tr.py", "md5": "b"}, {"path": "data/raw", "md5": raw}],
-                      "params": {"params.yaml": {"train": {"lr": 0.1}}}, "outs": [{"path": "model.pt", "md5": model}]},
-        }}
+        return {
+            "stages": {
+                "download": {
+                    "cmd": "dl",
+                    "deps": [{"path": "dl.py", "md5": "a"}],
+                    "outs": [{"path": "data/raw", "md5": raw}],
+                },
+                "train": {
+                    "cmd": "tr",
+                    "deps": [{"path": "tr.py", "md5": "b"}, {"path": "data/raw", "md5": raw}],
+                    "params": {"params.yaml": {"train": {"lr": 0.1}}},
+                    "outs": [{"path": "model.pt", "md5": model}],
+                },
+            }
+        }
 
     assert not changes_since(lock("r1", "m1"), lock("r1", "m2"), stages)  # a new model alone is a consequence
     assert changes_since(lock("r1", "m1"), lock("r2", "m2"), stages).causes == ("download: raw data data/raw",)
@@ -179,12 +207,21 @@ def test_changed_raw_data_is_named():
         ("shallow", "is not in this shallow clone: fetch the full history (git fetch --unshallow"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(repo, tmp_path, case, message):
+def test_bad_input_is_one_line_and_exit_2(repo, tmp_path, report, case, message):
     where = repo
     if case == "no results":
-        git(repo, "tag", "empty", subprocess.run(
-            ["git", "commit-tree", "4b825dc642cb6eb9a060e54bf8d69288fbee4904", "-m", "empty"],
-            cwd=repo, capture_output=True, text=True, check=True).stdout.strip())
+        git(
+            repo,
+            "tag",
+            "empty",
+            subprocess.run(
+                ["git", "commit-tree", "4b825dc642cb6eb9a060e54bf8d69288fbee4904", "-m", "empty"],
+                cwd=repo,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip(),
+        )
     if case == "not git":
         shutil.rmtree(repo / ".git")
     if case == "shallow":
@@ -193,9 +230,9 @@ def test_bad_input_is_one_line_and_exit_2(repo, tmp_path, case, message):
         where = tmp_path / "shallow"
         git(tmp_path, "clone", "-q", "--depth", "1", f"file://{repo}", str(where))
     base = {"unknown": "nosuchrev", "no results": "empty"}.get(case, "HEAD~1")
-    result = report(where, "--base", base, "--out", "r.md")
-    assert result.returncode == 2
-    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
+    status, errors = report(where, "--base", base, "--out", "r.md")
+    assert status == 2
+    assert len(errors.strip().splitlines()) == 1 and message in errors
     assert not (where / "r.md").exists()
 
 

@@ -14,15 +14,22 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import QuietHandler, dvc, git, serve_folder
+from test_dvc import STAGES
+
 from pipeline.lib.atomic import temporary_path
 from pipeline.lib.layout import stage_path
-from test_dvc import STAGES
 
 # Each stage is killed while this output exists under its temporary name: all of the stage's
 # results are written, or being written, and none of them renamed into place yet.
-WRITTEN_MIDWAY = {"download": "--out", "preprocess": "--out", "split": "--out", "train": "--model", "evaluate": "--confusion-csv", "analyze": "--out"}
+WRITTEN_MIDWAY = {
+    "download": "--out",
+    "preprocess": "--out",
+    "split": "--out",
+    "train": "--model",
+    "evaluate": "--confusion-csv",
+    "analyze": "--out",
+}
 
 # Loaded by every Python process of the killed run (PYTHONPATH): the stage stops just before it
 # renames the watched temporary path into place, so a fast stage cannot finish before the kill.
@@ -43,7 +50,12 @@ def midway_marker(project: Path, stage: str) -> Path:
 
 def lock_outputs(project: Path) -> dict[str, str]:
     stages = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
-    return {out["path"]: out["md5"] for stage in stages.values() for out in stage.get("outs", []) if "timing" not in out["path"]}
+    return {
+        out["path"]: out["md5"]
+        for stage in stages.values()
+        for out in stage.get("outs", [])
+        if "timing" not in out["path"]
+    }
 
 
 class SlowHandler(QuietHandler):
@@ -67,11 +79,17 @@ def slow_mirror(shared_mnist):
 def kill_midway(project: Path, stage: str, env: dict, hooks: Path) -> None:
     """Run `dvc repro --force -s stage`, hold the stage midway and SIGKILL dvc and the stage together."""
     marker = midway_marker(project, stage)
-    hooks_first = os.pathsep.join(filter(None, [str(hooks), env.get("PYTHONPATH")]))  # a PYTHONPATH of the user's still holds
+    hooks_first = os.pathsep.join(
+        filter(None, [str(hooks), env.get("PYTHONPATH")])
+    )  # a PYTHONPATH of the user's still holds
     env = env | {"PYTHONPATH": hooks_first, "PAUSE_BEFORE_RENAMING": str(marker.absolute())}
     process = subprocess.Popen(
-        ["dvc", "repro", "--force", "--single-item", stage], cwd=project, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        ["dvc", "repro", "--force", "--single-item", stage],
+        cwd=project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 120
     while not marker.exists():
@@ -97,7 +115,10 @@ def test_same_params_same_bytes(project):
     first = lock_outputs(project)
     dvc(project, "repro", "--force")
     assert lock_outputs(project) == first
-    assert {stage_path("train", "--model", project).as_posix(), stage_path("evaluate", "--predictions", project).as_posix()} <= set(first)
+    assert {
+        stage_path("train", "--model", project).as_posix(),
+        stage_path("evaluate", "--predictions", project).as_posix(),
+    } <= set(first)
 
 
 @pytest.mark.slow
@@ -121,7 +142,10 @@ def test_killed_stages_rerun_to_the_same_results(project, slow_mirror, tmp_path)
 def workspace_state(project: Path) -> dict[str, str]:
     """MD5 of dvc.lock and of every file under data/ and reports/, temporary files included."""
     files = [path for folder in ("data", "reports") for path in (project / folder).rglob("*") if path.is_file()]
-    return {str(path.relative_to(project)): hashlib.md5(path.read_bytes()).hexdigest() for path in [*files, project / "dvc.lock"]}
+    return {
+        str(path.relative_to(project)): hashlib.md5(path.read_bytes()).hexdigest()
+        for path in [*files, project / "dvc.lock"]
+    }
 
 
 def dvc_fails(project: Path, *args: str, env: dict | None = None) -> str:
@@ -147,12 +171,17 @@ def test_bad_params_a_failed_download_and_ctrl_c_keep_the_last_good_results(proj
 
     (tmp_path / "empty").mkdir()
     offline = os.environ | NO_INTERNET | {"MNIST_MIRROR": str(tmp_path / "empty")}
-    assert "no mirror provided a valid" in dvc_fails(project, "repro", "--force", "--single-item", "download", env=offline)
+    assert "no mirror provided a valid" in dvc_fails(
+        project, "repro", "--force", "--single-item", "download", env=offline
+    )
     assert workspace_state(project) == good
 
     process = subprocess.Popen(
-        ["dvc", "repro", "--force", "--single-item", "train"], cwd=project,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        ["dvc", "repro", "--force", "--single-item", "train"],
+        cwd=project,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     while not midway_marker(project, "train").exists():
         assert process.poll() is None, "train finished before it could be interrupted"
@@ -181,13 +210,17 @@ def test_bench_measures_stages_in_a_copy_without_the_network(project, monkeypatc
 
 def verify(project: Path, *options: str, **environment: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline", "verify", *options], cwd=project, capture_output=True, text=True, env=os.environ | environment
+        [sys.executable, "-m", "pipeline", "verify", *options],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env=os.environ | environment,
     )
 
 
 @pytest.mark.slow
 def test_a_pushed_model_is_pulled_into_a_fresh_clone_and_verified_without_retraining(project, tmp_path):
-    """README, "Sharing results": push from one clone, pull into another, verify there from evaluate on."""
+    """docs/experiments.md, "Sharing results": push from one clone, pull into another, verify there from evaluate on."""
     dvc(project, "remote", "add", "--default", "team", str(tmp_path / "remote"))
     dvc(project, "repro")
     git(project, "add", "-A")

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import pipeline_steps, run_pipeline, small_params, write_params
-from pipeline.stages import analyze, download, evaluate, preprocess, split, train
+
 from pipeline.lib.mnist import OFFICIAL_FILES
+from pipeline.stages import download, evaluate, preprocess, split, train
 
 
 def test_all_stages_chain_on_synthetic_data(tmp_path, raw_dir, params_file, run_stage):
@@ -35,7 +35,11 @@ def test_all_stages_chain_on_synthetic_data(tmp_path, raw_dir, params_file, run_
     assert [row.split("\t")[0] for row in batches] == ["step", "1", "2", "3"]  # no batch before epoch 1
     assert (paths["live"] / "curves.png").read_bytes()[:4] == b"\x89PNG"
     timing = json.loads(paths["timing"].read_text())
-    assert timing["numerics"]["device"] == "cpu" and timing["numerics"]["numerics"] == "pinned" and timing["train_seconds"] > 0
+    assert (
+        timing["numerics"]["device"] == "cpu"
+        and timing["numerics"]["numerics"] == "pinned"
+        and timing["train_seconds"] > 0
+    )
 
     metrics = json.loads(paths["metrics"].read_text())["test"]
     assert metrics["accuracy"] > 0.9  # the synthetic task is easy
@@ -50,17 +54,32 @@ def test_all_stages_chain_on_synthetic_data(tmp_path, raw_dir, params_file, run_
 
     figures = sorted(p.name for p in paths["analysis"].iterdir())
     assert figures == [
-        "confused_pairs.json", "confusion.png", "first_layer_weights.png", "mistakes.png", "pca_hidden.png", "pca_inputs.png", "per_class.png"
+        "confused_pairs.json",
+        "confusion.png",
+        "first_layer_weights.png",
+        "mistakes.png",
+        "pca_hidden.png",
+        "pca_inputs.png",
+        "per_class.png",
     ]
     assert all((paths["analysis"] / name).read_bytes()[:4] == b"\x89PNG" for name in figures if name.endswith(".png"))
 
     payload = torch.load(paths["model"], weights_only=True)
     assert payload["architecture"]["hidden_sizes"] == [32]
     assert payload["normalization"]["mode"] == "standard"
-    assert torch.allclose(payload["normalization"]["mean"], torch.tensor(json.loads(paths["stats"].read_text())["mean"]))
+    assert torch.allclose(
+        payload["normalization"]["mean"], torch.tensor(json.loads(paths["stats"].read_text())["mean"])
+    )
 
 
-@pytest.mark.parametrize("model", [{"hidden_sizes": []}, {"architecture": "cnn", "hidden_sizes": [120, 84]}, {"architecture": "cnn", "hidden_sizes": []}])
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"hidden_sizes": []},
+        {"architecture": "cnn", "hidden_sizes": [120, 84]},
+        {"architecture": "cnn", "hidden_sizes": []},
+    ],
+)
 def test_every_stage_handles_logistic_regression_and_the_cnn(tmp_path, raw_dir, run_stage, model):
     params_file = write_params(tmp_path / "params.yaml", small_params(model=model))
     paths = run_pipeline(run_stage, params_file, raw_dir, tmp_path)
@@ -87,7 +106,9 @@ def assert_one_line_error(result, *fragments: str) -> None:
 
 def test_bad_params_fail_before_any_work(tmp_path, raw_dir, run_stage):
     bad = write_params(tmp_path / "params.yaml", small_params(train={"optimizer": {"lr": -1.0}}))
-    result = run_stage(preprocess.main, "--params", bad, "--raw", raw_dir, "--out", tmp_path / "pre", "--stats", tmp_path / "s.json")
+    result = run_stage(
+        preprocess.main, "--params", bad, "--raw", raw_dir, "--out", tmp_path / "pre", "--stats", tmp_path / "s.json"
+    )
     assert_one_line_error(result, "train.optimizer.lr", "greater than 0")
     assert not (tmp_path / "pre").exists() and not (tmp_path / "s.json").exists()
 
@@ -102,13 +123,25 @@ def test_bad_params_fail_before_any_work(tmp_path, raw_dir, run_stage):
 def test_corrupt_raw_file_leaves_no_output(tmp_path, raw_dir, params_file, run_stage, corrupt, fragment):
     corrupt(raw_dir / "train-images-idx3-ubyte.gz")
     out = tmp_path / "pre"
-    result = run_stage(preprocess.main, "--params", params_file, "--raw", raw_dir, "--out", out, "--stats", tmp_path / "s.json")
+    result = run_stage(
+        preprocess.main, "--params", params_file, "--raw", raw_dir, "--out", out, "--stats", tmp_path / "s.json"
+    )
     assert_one_line_error(result, fragment, "download")
     assert not out.exists() and not list(tmp_path.glob(".pre*"))
 
 
 def test_missing_input_names_the_stage_to_run(tmp_path, params_file, run_stage):
-    result = run_stage(split.main, "--params", params_file, "--data", tmp_path / "nothing", "--out", tmp_path / "o", "--counts", tmp_path / "c.json")
+    result = run_stage(
+        split.main,
+        "--params",
+        params_file,
+        "--data",
+        tmp_path / "nothing",
+        "--out",
+        tmp_path / "o",
+        "--counts",
+        tmp_path / "c.json",
+    )
     assert_one_line_error(result, "not found", "dvc repro")
 
 
@@ -118,7 +151,17 @@ def test_unwritable_output_folder(tmp_path, raw_dir, params_file, run_stage):
     else:
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
-    result = run_stage(preprocess.main, "--params", params_file, "--raw", raw_dir, "--out", locked / "pre", "--stats", tmp_path / "s.json")
+    result = run_stage(
+        preprocess.main,
+        "--params",
+        params_file,
+        "--raw",
+        raw_dir,
+        "--out",
+        locked / "pre",
+        "--stats",
+        tmp_path / "s.json",
+    )
     assert_one_line_error(result, str(locked), "permissions")
     assert not (tmp_path / "s.json").exists()
 
@@ -126,22 +169,46 @@ def test_unwritable_output_folder(tmp_path, raw_dir, params_file, run_stage):
 def test_output_in_place_of_a_file_is_reported(tmp_path, raw_dir, params_file, run_stage):
     """A path under a regular file cannot be created: the error says so in one line."""
     (tmp_path / "blocker").write_text("")
-    result = run_stage(preprocess.main, "--params", params_file, "--raw", raw_dir, "--out", tmp_path / "blocker" / "pre", "--stats", tmp_path / "s.json")
+    result = run_stage(
+        preprocess.main,
+        "--params",
+        params_file,
+        "--raw",
+        raw_dir,
+        "--out",
+        tmp_path / "blocker" / "pre",
+        "--stats",
+        tmp_path / "s.json",
+    )
     assert_one_line_error(result, "blocker")
 
 
 def test_model_that_is_not_a_model(tmp_path, params_file, run_stage):
     (tmp_path / "model.pt").write_text("hello")
     result = run_stage(
-        evaluate.main, "--params", params_file, "--model", tmp_path / "model.pt", "--data", tmp_path,
-        "--metrics", tmp_path / "m.json", "--per-class", tmp_path / "pc.json", "--confusion-csv", tmp_path / "c.csv",
-        "--predictions", tmp_path / "p.npy",
+        evaluate.main,
+        "--params",
+        params_file,
+        "--model",
+        tmp_path / "model.pt",
+        "--data",
+        tmp_path,
+        "--metrics",
+        tmp_path / "m.json",
+        "--per-class",
+        tmp_path / "pc.json",
+        "--confusion-csv",
+        tmp_path / "c.csv",
+        "--predictions",
+        tmp_path / "p.npy",
     )
     assert_one_line_error(result, "cannot be loaded safely", "retrain")
     assert not (tmp_path / "m.json").exists()
 
 
-def test_curves_grow_in_place_and_an_interrupted_run_puts_the_last_ones_back(tmp_path, raw_dir, params_file, run_stage, monkeypatch):
+def test_curves_grow_in_place_and_an_interrupted_run_puts_the_last_ones_back(
+    tmp_path, raw_dir, params_file, run_stage, monkeypatch
+):
     paths, (preprocess_step, split_step, train_step, *_) = pipeline_steps(params_file, raw_dir, tmp_path)
     for step in (preprocess_step, split_step, train_step):
         assert run_stage(*step).exit_code == 0
@@ -154,6 +221,7 @@ def test_curves_grow_in_place_and_an_interrupted_run_puts_the_last_ones_back(tmp
             seen_mid_run.append((paths["live"] / "plots/metrics/val/accuracy.tsv").read_text().count("\n"))
             if outcome.epoch == 2:
                 raise KeyboardInterrupt
+
         return original(model, train_set, val_set, params, background, spy)
 
     original = train.train
@@ -176,7 +244,18 @@ def test_debug_flag_shows_the_traceback(tmp_path, params_file, run_stage):
     from pipeline.lib.errors import PipelineError
 
     with pytest.raises(PipelineError):
-        run_stage(split.main, "--debug", "--params", params_file, "--data", tmp_path / "x", "--out", tmp_path / "o", "--counts", tmp_path / "c")
+        run_stage(
+            split.main,
+            "--debug",
+            "--params",
+            params_file,
+            "--data",
+            tmp_path / "x",
+            "--out",
+            tmp_path / "o",
+            "--counts",
+            tmp_path / "c",
+        )
 
 
 def test_gallery_of_no_mistakes_is_an_empty_figure(tmp_path):

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import dvc
 from test_reproducibility import lock_outputs
 

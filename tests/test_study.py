@@ -1,5 +1,5 @@
 """Studies: the declarations validate before any run, results come from DVC's record of the
-experiments with mean, spread and noise, and the README's tables are the generated ones."""
+experiments with mean, spread and noise, and reports/studies/index.md lists the generated tables."""
 
 from __future__ import annotations
 
@@ -8,31 +8,34 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import PROJECT_ROOT, dvc, git
+
 from pipeline.commands.study.plan import Studies, load_studies, runs
 from pipeline.commands.study.results import (
-    README_END,
     MetricFiles,
     baseline_commit,
+    index_page,
     markdown_table,
     recorded_experiments,
-    region_text,
-    studies_region,
     summarize,
 )
 from pipeline.lib.params import ParamsError, read_params_file
 
 PARAMS = read_params_file(PROJECT_ROOT / "params.yaml")
-FILES = MetricFiles("reports/evaluate/metrics.json", "reports/train/metrics.json", "reports/timing/train.json", "reports/train/val.tsv")
+FILES = MetricFiles(
+    "reports/evaluate/metrics.json", "reports/train/metrics.json", "reports/timing/train.json", "reports/train/val.tsv"
+)
 
 
 def studies(**study) -> Studies:
-    declared = {"question": "q?", "source": "s", "arms": {"a": {}, "b": {"params": {"train.optimizer.lr": 0.01}}}} | study
+    declared = {
+        "question": "q?",
+        "source": "s",
+        "arms": {"a": {}, "b": {"params": {"train.optimizer.lr": 0.01}}},
+    } | study
     return Studies.model_validate({"seeds": [0, 1, 2], "studies": {"s": declared}})
 
 
@@ -72,7 +75,9 @@ def test_fewer_than_three_seeds_or_an_unknown_study_is_refused():
 def recorded(name: str, accuracy: float, epoch: int = 3) -> dict:
     metrics = {
         FILES.evaluation: {"data": {"test": {"accuracy": accuracy, "loss": 1 - accuracy}}},
-        FILES.training_summary: {"data": {"train": {"accuracy": 0.99}, "val": {"accuracy": accuracy}, "kept_epoch": epoch}},
+        FILES.training_summary: {
+            "data": {"train": {"accuracy": 0.99}, "val": {"accuracy": accuracy}, "kept_epoch": epoch}
+        },
     }
     return {"rev": f"rev-of-{name}", "name": name, "data": {"metrics": metrics}, "error": None, "experiments": None}
 
@@ -91,16 +96,28 @@ def exp_show(*revisions: dict) -> list[dict]:
     failed = {"rev": "def", "name": "s-b-s2", "data": {}, "error": {"type": "ReproductionError"}, "experiments": None}
     queued = {"rev": "abc", "name": "s-c-s0", "data": {"params": {}, "metrics": {}}, "error": None, "experiments": None}
     experiments = [{"name": rev["name"], "revs": [rev]} for rev in (*revisions, failed, queued)]
-    return [{"rev": "workspace", "name": None, "data": {}, "experiments": None}, {"rev": "123", "name": "main", "experiments": experiments}]
+    return [
+        {"rev": "workspace", "name": None, "data": {}, "experiments": None},
+        {"rev": "123", "name": "main", "experiments": experiments},
+    ]
 
 
 def test_results_per_arm_with_spread_failures_and_noise():
     shown = exp_show(
-        recorded("s-a-s0", 0.90), recorded("s-a-s1", 0.92), recorded("s-a-s2", 0.94),
-        recorded("s-b-s0", 0.93), recorded("s-b-s1", 0.95),
+        recorded("s-a-s0", 0.90),
+        recorded("s-a-s1", 0.92),
+        recorded("s-a-s2", 0.94),
+        recorded("s-b-s0", 0.93),
+        recorded("s-b-s1", 0.95),
     )
     records = recorded_experiments(shown)
-    assert sorted(records) == ["s-a-s0", "s-a-s1", "s-a-s2", "s-b-s0", "s-b-s1"]  # not the failed run, nor the queued one
+    assert sorted(records) == [
+        "s-a-s0",
+        "s-a-s1",
+        "s-a-s2",
+        "s-b-s0",
+        "s-b-s1",
+    ]  # not the failed run, nor the queued one
     declared = studies()
     a, b = summarize(declared.studies["s"], runs(declared, [], PARAMS), records, FILES, committed)
     assert (a.runs, b.runs, b.failed) == (3, 2, ["s-b-s2"])
@@ -116,22 +133,27 @@ def test_results_per_arm_with_spread_failures_and_noise():
 
 
 def test_a_difference_beyond_the_seed_noise_is_not_marked():
-    shown = exp_show(*(recorded(f"s-a-s{i}", 0.90 + 0.001 * i) for i in range(3)), *(recorded(f"s-b-s{i}", 0.95 + 0.001 * i) for i in range(2)))
+    shown = exp_show(
+        *(recorded(f"s-a-s{i}", 0.90 + 0.001 * i) for i in range(3)),
+        *(recorded(f"s-b-s{i}", 0.95 + 0.001 * i) for i in range(2)),
+    )
     declared = studies()
     _, b = summarize(declared.studies["s"], runs(declared, [], PARAMS), recorded_experiments(shown), FILES, committed)
     assert b.difference == pytest.approx(0.05 - 0.0005) and b.within_noise is False
 
 
-def test_the_readme_tables_are_the_generated_ones():
+def test_the_index_lists_the_generated_tables():
     folder = PROJECT_ROOT / "reports/studies"
-    tables = [(folder / f"{name}.md").read_text() for name in load_studies().studies if (folder / f"{name}.md").exists()]
-    assert studies_region((PROJECT_ROOT / "README.md").read_text()) == region_text(tables)
+    tables = [
+        (folder / f"{name}.md").read_text() for name in load_studies().studies if (folder / f"{name}.md").exists()
+    ]
+    assert (folder / "index.md").read_text() == index_page("pipeline/commands/study/studies.yaml", tables)
 
 
-def test_every_percentage_in_the_readme_reading_of_the_studies_is_in_their_tables():
-    """The paragraphs under the tables quote them; a rerun that moves a number fails here."""
-    readme = (PROJECT_ROOT / "README.md").read_text()
-    reading = readme[readme.index(README_END) :].split("\n## ")[0]
+def test_every_percentage_in_the_reading_of_the_studies_is_in_their_tables():
+    """docs/studies.md quotes the tables; a rerun that moves a number fails here."""
+    docs = (PROJECT_ROOT / "docs/studies.md").read_text()
+    reading = docs[docs.index("## Reading them") :].split("\n## ")[0]
     quoted = set(re.findall(r"\d+\.\d\d%", reading))
     tables = "".join(path.read_text() for path in (PROJECT_ROOT / "reports/studies").glob("*.md"))
     assert quoted and {number for number in quoted if number not in tables} == set()
@@ -140,11 +162,16 @@ def test_every_percentage_in_the_readme_reading_of_the_studies_is_in_their_table
 @pytest.mark.slow
 def test_a_study_runs_through_the_queue_and_no_run_inherits_anothers_params(project):
     dvc(project, "repro")
-    (project / "README.md").write_text("# p\n\n<!-- studies: generated by python -m pipeline study -->\n<!-- /studies -->\n")
     declared = {
         "seeds": [0, 1, 2],
-        "studies": {"tiny": {"question": "Does lr matter?", "source": "a test", "settings": {"train.epochs": 1},
-                             "arms": {"fast": {"params": {"train.optimizer.lr": 0.01}}, "slow": {"reported": 0.5}}}},
+        "studies": {
+            "tiny": {
+                "question": "Does lr matter?",
+                "source": "a test",
+                "settings": {"train.epochs": 1},
+                "arms": {"fast": {"params": {"train.optimizer.lr": 0.01}}, "slow": {"reported": 0.5}},
+            }
+        },
     }
     (project / "studies.yaml").write_text(yaml.safe_dump(declared))
     git(project, "add", "-A")
@@ -157,36 +184,46 @@ def test_a_study_runs_through_the_queue_and_no_run_inherits_anothers_params(proj
     first = study()
     assert first.returncode == 0, first.stderr
     assert "0 of 6 runs recorded already, 0 in the queue; queueing 6" in first.stderr
-    result = json.loads((project / "reports/studies/tiny.json").read_text())
-    assert result["commit"] == subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
+    out = project / "build/studies/studies"  # a studies file of one's own never writes reports/studies
+    assert not (project / "reports/studies").exists()
+    result = json.loads((out / "tiny.json").read_text())
+    assert (
+        result["commit"]
+        == subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
+    )
     assert [(arm["arm"], arm["runs"], arm["failed"]) for arm in result["arms"]] == [("fast", 3, []), ("slow", 3, [])]
     assert all(len(arm["curve"]) == 2 for arm in result["arms"])  # validation accuracy at epochs 0 and 1
     shown = json.loads(dvc(project, "exp", "show", "--json"))
-    params = {name: row["data"]["params"]["params.yaml"]["data"]["train"] for name, row in recorded_experiments(shown).items()}
+    params = {
+        name: row["data"]["params"]["params.yaml"]["data"]["train"] for name, row in recorded_experiments(shown).items()
+    }
     assert {name: (p["optimizer"]["lr"], p["seed"], p["epochs"]) for name, p in params.items()} == {
         f"tiny-{arm}-s{seed}": (lr, seed, 1) for arm, lr in (("fast", 0.01), ("slow", 0.001)) for seed in (0, 1, 2)
     }
-    readme = (project / "README.md").read_text()
-    assert studies_region(readme) == region_text([(project / "reports/studies/tiny.md").read_text()])
-    assert (project / "reports/studies/tiny.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "index.md").read_text() == index_page("studies.yaml", [(out / "tiny.md").read_text()])
+    assert (out / "tiny.png").read_bytes()[:4] == b"\x89PNG"
 
     again = study()
     assert again.returncode == 0 and "6 of 6 runs recorded already, 0 in the queue; queueing 0" in again.stderr
 
     git(project, "add", "-A")
     git(project, "commit", "-qm", "results")  # experiments belong to the commit they ran on
-    written = (project / "reports/studies/tiny.md").read_text()
+    written = (out / "tiny.md").read_text()
     moved_on = study("--collect-only")
     assert moved_on.returncode == 0 and "study tiny: no run recorded on top of commit" in moved_on.stderr
-    assert (project / "reports/studies/tiny.md").read_text() == written
+    assert (out / "tiny.md").read_text() == written
     baseline = result["commit"]
     collected = study("--collect-only", "--baseline", baseline)  # only reports changed since
     assert collected.returncode == 0, collected.stderr
-    assert (project / "reports/studies/tiny.md").read_text() == written
+    assert (out / "tiny.md").read_text() == written
 
     with (project / "pipeline/lib/training.py").open("a") as code:
         code.write("# a change to what the runs ran\n")
     git(project, "commit", "-qam", "code")
     stale = study("--collect-only", "--baseline", baseline)
     assert stale.returncode == 1
-    assert stale.stderr.strip() == f"error: pipeline/lib/training.py changed since {baseline}: its experiments no longer stand for HEAD; rerun the studies"
+    assert (
+        stale.stderr.strip()
+        == f"error: pipeline/lib/training.py changed since {baseline}: its experiments no longer stand "
+        "for HEAD; rerun the studies"
+    )

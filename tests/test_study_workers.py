@@ -54,7 +54,10 @@ def queue_states(monkeypatch, tmp_path):
             event(started)
 
     # Beside the study's own runs: another study's, and one of the same name queued on an older commit.
-    queue.iter_queued = lambda: (next_state(), entries(*current["queued"], "another-study-run") + entries("a", baseline="older"))[1]
+    queue.iter_queued = lambda: (
+        next_state(),
+        entries(*current["queued"], "another-study-run") + entries("a", baseline="older"),
+    )[1]
     queue.iter_active = lambda: entries(*current["running"])
 
     class Repo:
@@ -80,7 +83,10 @@ def queue_states(monkeypatch, tmp_path):
 
 def test_a_worker_that_stops_while_runs_wait_is_started_again_and_all_are_stopped_at_the_end(queue_states, capsys):
     states, started = queue_states
-    stop_worker_2 = lambda started: started[1][1].stop()  # as DVC's monitor makes a busy worker do
+
+    def stop_worker_2(started):  # as DVC's monitor makes a busy worker do
+        return started[1][1].stop()
+
     states += [
         (["a", "b", "c"], [], None),
         (["c"], ["a", "b"], None),
@@ -94,7 +100,10 @@ def test_a_worker_that_stops_while_runs_wait_is_started_again_and_all_are_stoppe
     assert stopped.signals == [] and first.signals == restarted.signals == [signal.SIGTERM]
     progress = capsys.readouterr().err.splitlines()
     assert progress[0].startswith("study: 3 runs, 2 at a time with ")
-    assert [line.split(" (")[0] for line in progress[1:]] == ["study: 1 of 3 runs finished", "study: 3 of 3 runs finished"]
+    assert [line.split(" (")[0] for line in progress[1:]] == [
+        "study: 1 of 3 runs finished",
+        "study: 3 of 3 runs finished",
+    ]
 
 
 def test_nothing_starts_when_no_run_of_the_study_waits(queue_states):
@@ -119,6 +128,8 @@ def test_ctrl_c_stops_the_workers_after_their_runs_and_says_what_stays_queued(qu
         raise KeyboardInterrupt
 
     states += [(["a", "b", "c"], [], None), (["c"], ["a", "b"], None), (["c"], ["a", "b"], interrupt)]
-    with pytest.raises(PipelineError, match="interrupted: the runs under way finish in the background and 1 stay queued"):
+    with pytest.raises(
+        PipelineError, match="interrupted: the runs under way finish in the background and 1 stay queued"
+    ):
         workers.run_queued({"a", "b", "c"}, "HEAD", jobs=2)
     assert [worker.signals for _, worker in started] == [[signal.SIGTERM], [signal.SIGTERM]]

@@ -6,14 +6,14 @@ import copy
 
 import pytest
 import torch
-
 from conftest import small_params, synthetic_digits
+
+from pipeline.lib import training
 from pipeline.lib.augment import Augmenter
+from pipeline.lib.device import make_deterministic
+from pipeline.lib.errors import PipelineError
 from pipeline.lib.model import build_model
 from pipeline.lib.params import Augment, Params
-from pipeline.lib.device import make_deterministic
-from pipeline.lib import training
-from pipeline.lib.errors import PipelineError
 from pipeline.lib.training import Dataset, TrainingDiverged, evaluate, train
 
 NO_AUGMENT = {"rotation_degrees": 0.0, "shift_pixels": 0.0, "scale": 0.0, "elastic_alpha": 0.0}
@@ -69,7 +69,11 @@ def test_same_seed_same_weights_other_seed_other_weights():
 @pytest.mark.parametrize("schedule", ["none", "step", "cosine", "onecycle"])
 def test_every_optimizer_and_schedule_trains(optimizer, schedule):
     lr = 0.05 if optimizer == "sgd" else 0.002
-    _, result = run(epochs=2, optimizer={"name": optimizer, "lr": lr, "momentum": 0.9}, lr_schedule={"name": schedule, "step_size": 1})
+    _, result = run(
+        epochs=2,
+        optimizer={"name": optimizer, "lr": lr, "momentum": 0.9},
+        lr_schedule={"name": schedule, "step_size": 1},
+    )
     assert result.history[-1].val_accuracy > 0.5
 
 
@@ -84,7 +88,9 @@ def test_mse_loss_and_penalties_train():
 
 
 def test_divergence_stops_with_epoch_step_and_lr():
-    with pytest.raises(TrainingDiverged, match=r"diverged: loss .* at epoch 1, step \d+ with lr 1e\+06: lower train.optimizer.lr"):
+    with pytest.raises(
+        TrainingDiverged, match=r"diverged: loss .* at epoch 1, step \d+ with lr 1e\+06: lower train.optimizer.lr"
+    ):
         run(optimizer={"name": "sgd", "lr": 1e6})
 
 
@@ -131,7 +137,9 @@ def weight_norm(model) -> float:
     return sum(m.weight.pow(2).sum().item() for m in model if isinstance(m, torch.nn.Linear))
 
 
-@pytest.mark.parametrize("penalty", [{"l2": 0.01}, {"l1": 0.001}, {"optimizer": {"name": "adamw", "weight_decay": 50.0}}])
+@pytest.mark.parametrize(
+    "penalty", [{"l2": 0.01}, {"l1": 0.001}, {"optimizer": {"name": "adamw", "weight_decay": 50.0}}]
+)
 def test_penalties_shrink_the_weights(penalty):
     plain, _ = run(epochs=3)
     penalized, _ = run(epochs=3, **penalty)
@@ -165,16 +173,29 @@ def test_non_finite_validation_data_is_named_before_any_update():
     params = Params.model_validate(small_params(train={"epochs": 1}))
     broken = dataset(100, 1)
     broken.inputs[0, 0] = float("nan")
-    with pytest.raises(PipelineError, match=r"^validation loss is nan before any update: .* rerun preprocess and split$"):
-        train(build_model(params.model), dataset(300, 0), broken, params.train, torch.full((784,), -0.2), lambda _: None)
+    with pytest.raises(
+        PipelineError, match=r"^validation loss is nan before any update: .* rerun preprocess and split$"
+    ):
+        train(
+            build_model(params.model), dataset(300, 0), broken, params.train, torch.full((784,), -0.2), lambda _: None
+        )
 
 
 def test_non_finite_validation_loss_after_an_epoch_stops_with_one_line(monkeypatch):
     params = Params.model_validate(small_params(train={"epochs": 1}))
     measured = iter([(2.3, 0.1), (2.3, 0.1), (float("nan"), 0.1)])  # epoch 0: val, train; epoch 1: val
     monkeypatch.setattr(training, "evaluate", lambda *_: next(measured))
-    with pytest.raises(TrainingDiverged, match=r"^training diverged: validation loss nan at epoch 1 with lr 0.001: lower"):
-        train(build_model(params.model), dataset(300, 0), dataset(100, 1), params.train, torch.full((784,), -0.2), lambda _: None)
+    with pytest.raises(
+        TrainingDiverged, match=r"^training diverged: validation loss nan at epoch 1 with lr 0.001: lower"
+    ):
+        train(
+            build_model(params.model),
+            dataset(300, 0),
+            dataset(100, 1),
+            params.train,
+            torch.full((784,), -0.2),
+            lambda _: None,
+        )
 
 
 def test_cosine_and_onecycle_shapes():
@@ -193,9 +214,14 @@ def test_gemm_grid_equals_affine_grid():
     sampler = augmenter(rotation_degrees=10.0, shift_pixels=2.0, scale=0.1)
     transforms = sampler.draw_affine(16, torch.device("cpu"))
     rows = torch.randn(16, 784)
-    expected = F.grid_sample(
-        (rows + 0.5).reshape(16, 1, 28, 28), F.affine_grid(transforms, [16, 1, 28, 28], align_corners=False), align_corners=False
-    ).reshape(16, 784) - 0.5
+    expected = (
+        F.grid_sample(
+            (rows + 0.5).reshape(16, 1, 28, 28),
+            F.affine_grid(transforms, [16, 1, 28, 28], align_corners=False),
+            align_corners=False,
+        ).reshape(16, 784)
+        - 0.5
+    )
     assert torch.allclose(sampler.warp(rows, transforms), expected, atol=1e-5)
 
 
@@ -207,7 +233,9 @@ def test_rotations_are_uniform_over_the_range():
 
 
 def test_penalties_cover_the_convolutions_and_skip_biases():
-    network = build_model(Params.model_validate(small_params(model={"architecture": "cnn", "hidden_sizes": [20]})).model)
+    network = build_model(
+        Params.model_validate(small_params(model={"architecture": "cnn", "hidden_sizes": [20]})).model
+    )
     weights = [m.weight for m in network if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     assert len(weights) == 4
     expected = sum(0.1 * w.abs().sum() + 0.01 * w.pow(2).sum() for w in weights)

@@ -9,7 +9,11 @@ import pytest
 from pipeline.commands.verify.verdict import Run, Verdict, judge, stale_inputs
 
 STAGES = {
-    "download": {"cmd": "python -m pipeline.stages.download", "deps": ["pipeline/stages/download.py"], "outs": ["data/raw"]},
+    "download": {
+        "cmd": "python -m pipeline.stages.download",
+        "deps": ["pipeline/stages/download.py"],
+        "outs": ["data/raw"],
+    },
     "train": {
         "cmd": "python -m pipeline.stages.train",
         "deps": ["pipeline/stages/train.py", "data/raw"],
@@ -39,12 +43,19 @@ LOCK = {
         },
         "evaluate": {
             "cmd": "python -m pipeline.stages.evaluate",
-            "deps": [{"path": "pipeline/stages/evaluate.py", "md5": "code-evaluate"}, {"path": "data/model.pt", "md5": "model"}],
+            "deps": [
+                {"path": "pipeline/stages/evaluate.py", "md5": "code-evaluate"},
+                {"path": "data/model.pt", "md5": "model"},
+            ],
             "outs": [{"path": "reports/metrics.json", "md5": "metrics"}],
         },
     },
 }
-TREE = {"pipeline/stages/download.py": "code-download", "pipeline/stages/train.py": "code-train", "pipeline/stages/evaluate.py": "code-evaluate"}
+TREE = {
+    "pipeline/stages/download.py": "code-download",
+    "pipeline/stages/train.py": "code-train",
+    "pipeline/stages/evaluate.py": "code-evaluate",
+}
 PARAMS = {"train": {"lr": 0.001}, "evaluate": {"batch_size": 2000}}
 PINNED = {"device": "cpu", "cpu_capability": "AVX2", "blas": "MKL CNR AVX2 strict", "threads": 2}
 TOLERANCE = 0.004
@@ -65,7 +76,15 @@ def rerun(**changed_outputs: str) -> dict:
 
 
 def verdict(lock: dict, numerics: dict = PINNED, accuracy: float = 0.9825):
-    return judge(LOCK, lock, STAGES, Run(PINNED, 0.9825), Run(numerics, accuracy), TOLERANCE, frozenset({"reports/timing/train.json"}))
+    return judge(
+        LOCK,
+        lock,
+        STAGES,
+        Run(PINNED, 0.9825),
+        Run(numerics, accuracy),
+        TOLERANCE,
+        frozenset({"reports/timing/train.json"}),
+    )
 
 
 def test_matching_tree_is_not_stale():
@@ -109,7 +128,9 @@ def test_same_numerics_different_bytes_is_nondeterminism():
     assert report.outputs["data/model.pt"] == "differs" and report.outputs["data/raw"] == "exact"
 
 
-@pytest.mark.parametrize(("accuracy", "expected"), [(0.9800, Verdict.WITHIN_TOLERANCE), (0.9784, Verdict.OUT_OF_TOLERANCE)])
+@pytest.mark.parametrize(
+    ("accuracy", "expected"), [(0.9800, Verdict.WITHIN_TOLERANCE), (0.9784, Verdict.OUT_OF_TOLERANCE)]
+)
 def test_other_numerics_are_judged_by_test_accuracy(accuracy, expected):
     report = verdict(rerun(model="m2", metrics="x2"), numerics=PINNED | {"cpu_capability": "AVX512"}, accuracy=accuracy)
     assert report.verdict is expected and report.verdict.passed == (expected is Verdict.WITHIN_TOLERANCE)

@@ -42,7 +42,9 @@ def _grid(count: int, title: str) -> tuple[plt.Figure, np.ndarray]:
     """Up to 8 columns of small square panels, axes off, with no blank band above them."""
     columns = max(1, min(8, count))  # a perfect model has no mistakes to show
     rows = max(1, math.ceil(count / columns))
-    figure, grid = plt.subplots(rows, columns, figsize=(columns * 1.3, rows * 1.45 + 0.4), squeeze=False, layout="constrained")
+    figure, grid = plt.subplots(
+        rows, columns, figsize=(columns * 1.3, rows * 1.45 + 0.4), squeeze=False, layout="constrained"
+    )
     for axes in grid.flat:
         axes.axis("off")
     figure.suptitle(title)
@@ -81,7 +83,9 @@ def pca_figure(points: np.ndarray, labels: np.ndarray, explained: np.ndarray, ti
     for digit, name in enumerate(CLASS_NAMES):
         chosen = labels == digit
         axes.scatter(points[chosen, 0], points[chosen, 1], s=4, alpha=0.6, color=colours(digit), label=name)
-    axes.legend(markerscale=3, title="digit", loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)  # beside, not over, the points
+    axes.legend(
+        markerscale=3, title="digit", loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8
+    )  # beside, not over, the points
     axes.set(
         xlabel=f"PC1 ({explained[0]:.1%} of variance)",
         ylabel=f"PC2 ({explained[1]:.1%} of variance)",

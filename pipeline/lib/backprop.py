@@ -1,7 +1,7 @@
 """The textbook backward pass, written out: what `train.backward: manual` runs instead of autograd.
 
-This is the backward pass of the NumPy assignments our users write (seeds 002 and 004), for
-cross-entropy over a stack of Linear, elementwise activation and Dropout layers:
+This is the backward pass of the NumPy assignments our users write (the CNN and framework
+assignments of docs/sources.md), for cross-entropy over a stack of Linear, elementwise activation and Dropout layers:
 
     upstream = (softmax(logits) - one_hot(labels)) / batch size
     for each layer from the top:
@@ -22,7 +22,9 @@ from torch import nn
 
 
 @torch.no_grad()
-def loss_and_gradients(model: nn.Sequential, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def loss_and_gradients(
+    model: nn.Sequential, inputs: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy of one batch and its gradients, left in each parameter's .grad; returns (loss, logits)."""
     # Forward, keeping what each layer's backward needs: a Linear layer's input, an
     # activation's output, a Dropout layer's scaled mask.

@@ -1,4 +1,4 @@
-"""What every command shares: --params and --debug, and one-line errors.
+"""What every command shares: --debug and one-line errors; the stages also --params.
 
 A PipelineError (or an OS error such as a full disk) ends the command with
 `error: <what and how to fix it>` on stderr and exit status 1; --debug shows
@@ -45,11 +45,34 @@ def run_reporting_errors(action: Callable[[], None], debug: bool, exit_code: int
         fail(f"{where}{error.strerror or error}: check the path, its permissions and free disk space", exit_code)
 
 
+def user_command(error_status: int = 1) -> Callable[[Callable[..., int | None]], click.Command]:
+    """A `python -m pipeline NAME` command: --debug, a problem the user can fix as one line and exit
+    status `error_status`, and the function's return value (None: 0) as the exit status."""
+
+    def decorate(function: Callable[..., int | None]) -> click.Command:
+        @click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
+        @functools.wraps(function)
+        def command(debug: bool, **options) -> None:
+            outcome: list[int | None] = []
+            run_reporting_errors(lambda: outcome.append(function(**options)), debug, error_status)
+            if outcome and outcome[0]:
+                sys.exit(outcome[0])
+
+        return click.command(command)
+
+    return decorate
+
+
 def stage_command(function: Callable[..., None]) -> click.Command:
     """A Click command calling `function(params, **options)` after validating the whole params file."""
 
     @click.option(
-        "--params", "params_path", type=PATH, default=DEFAULT_PARAMS, show_default=True, help="Params file to validate and use."
+        "--params",
+        "params_path",
+        type=PATH,
+        default=DEFAULT_PARAMS,
+        show_default=True,
+        help="Params file to validate and use.",
     )
     @click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
     @functools.wraps(function)

@@ -13,8 +13,17 @@ from pipeline.lib.pinning import numerics_mode
 
 # MKL's code-branch constants (mkl_cbwr.h); 1 means CNR mode is off.
 _MKL_BRANCHES = {
-    1: "off", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 6: "SSSE3", 7: "SSE4_1", 8: "SSE4_2",
-    9: "AVX", 10: "AVX2", 12: "AVX512", 14: "AVX512_E1",
+    1: "off",
+    2: "AUTO",
+    3: "COMPATIBLE",
+    4: "SSE2",
+    6: "SSSE3",
+    7: "SSE4_1",
+    8: "SSE4_2",
+    9: "AVX",
+    10: "AVX2",
+    12: "AVX512",
+    14: "AVX512_E1",
 }
 _MKL_STRICT = 0x10000
 
@@ -35,7 +44,7 @@ def make_deterministic(seed: int) -> None:
     torch._C._set_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = False
     # oneDNN's CPU convolutions (the CNN, the elastic distortion) split their reductions by the
-    # thread count; ATen's own run through MKL's GEMM, pinned (README, "Reproducibility").
+    # thread count; ATen's own run through MKL's GEMM, pinned (docs/reproducibility.md).
     torch.backends.mkldnn.enabled = False
 
 

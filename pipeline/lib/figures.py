@@ -22,7 +22,11 @@ def save_figure(figure: plt.Figure, path: Path) -> None:
     plt.close(figure)
 
 
-CURVES = {"train": ("train (clean pass)", "-"), "val": ("validation", "-"), "batch": ("training batches, running mean", ":")}
+CURVES = {
+    "train": ("train (clean pass)", "-"),
+    "val": ("validation", "-"),
+    "batch": ("training batches, running mean", ":"),
+}
 
 
 def learning_curves(epochs: list[dict], kept_epoch: int) -> plt.Figure:
@@ -34,10 +38,18 @@ def learning_curves(epochs: list[dict], kept_epoch: int) -> plt.Figure:
     for axes, measure in zip(panels, ("loss", "error")):
         for curve, (label, style) in CURVES.items():
             values = [(row["epoch"], row[f"{curve}_loss"], row[f"{curve}_accuracy"]) for row in epochs]
-            points = [(epoch, loss if measure == "loss" else 1 - accuracy) for epoch, loss, accuracy in values if loss is not None]
+            points = [
+                (epoch, loss if measure == "loss" else 1 - accuracy)
+                for epoch, loss, accuracy in values
+                if loss is not None
+            ]
             axes.plot(*zip(*points), style, marker=".", label=label)
         axes.axvline(kept_epoch, color="grey", linewidth=0.8, linestyle="--", label=f"kept epoch {kept_epoch}")
-        axes.set(xlabel="epoch", ylabel=f"{measure} (log scale)", title=f"{measure} per epoch" if measure == "loss" else "error rate (1 - accuracy) per epoch")
+        axes.set(
+            xlabel="epoch",
+            ylabel=f"{measure} (log scale)",
+            title=f"{measure} per epoch" if measure == "loss" else "error rate (1 - accuracy) per epoch",
+        )
         axes.grid(alpha=0.3)
         axes.set_yscale("log")
     panels[1].legend(loc="upper right", fontsize=8)

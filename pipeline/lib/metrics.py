@@ -44,16 +44,21 @@ def classification_report(labels: np.ndarray, probabilities: np.ndarray) -> tupl
 
 def confusion(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
     """(10, 10) counts, rows the true digit, columns the predicted one."""
-    return np.bincount(labels * len(CLASSES) + predictions, minlength=len(CLASSES) ** 2).reshape(len(CLASSES), len(CLASSES))
+    return np.bincount(labels * len(CLASSES) + predictions, minlength=len(CLASSES) ** 2).reshape(
+        len(CLASSES), len(CLASSES)
+    )
 
 
 def most_confused_pairs(matrix: np.ndarray, count: int) -> list[dict]:
     """The off-diagonal cells with the most images, largest first (ties by true, then predicted digit)."""
-    off_diagonal = [
-        (int(matrix[t, p]), t, p) for t in CLASSES for p in CLASSES if t != p and matrix[t, p] > 0
-    ]
+    off_diagonal = [(int(matrix[t, p]), t, p) for t in CLASSES for p in CLASSES if t != p and matrix[t, p] > 0]
     off_diagonal.sort(key=lambda cell: (-cell[0], cell[1], cell[2]))
     return [
-        {"true": CLASS_NAMES[t], "predicted": CLASS_NAMES[p], "count": n, "share_of_true": round(n / matrix[t].sum(), 6)}
+        {
+            "true": CLASS_NAMES[t],
+            "predicted": CLASS_NAMES[p],
+            "count": n,
+            "share_of_true": round(n / matrix[t].sum(), 6),
+        }
         for n, t, p in off_diagonal[:count]
     ]

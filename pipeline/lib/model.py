@@ -47,8 +47,9 @@ def build_model(params: ModelParams) -> nn.Sequential:
 
     `mlp`: 784 -> hidden sizes -> 10; `hidden_sizes: []` is multinomial logistic regression.
     Each hidden block is Linear, [BatchNorm1d], activation, [Dropout].
-    `cnn`: the convolutions of seed 002's LeNet-style network (conv 1-6 5x5, activation, max-pool,
-    conv 6-16 5x5, activation, max-pool) in front of the same head on their 256 features; with
+    `cnn`: the convolutions of the CNN assignment's LeNet-style network (docs/sources.md: conv 1-6
+    5x5, activation, max-pool, conv 6-16 5x5, activation, max-pool) in front of the same head on
+    their 256 features; with
     `hidden_sizes: [120, 84]` and relu it is that network.
     """
     layers: list[nn.Module] = []
@@ -56,7 +57,11 @@ def build_model(params: ModelParams) -> nn.Sequential:
     if params.architecture == "cnn":
         layers.append(nn.Unflatten(1, (1, IMAGE_SIDE, IMAGE_SIDE)))
         for channels_in, channels_out in zip((1, CONV_CHANNELS[0]), CONV_CHANNELS):
-            layers += [nn.Conv2d(channels_in, channels_out, CONV_KERNEL), ACTIVATIONS[params.activation](), nn.MaxPool2d(2)]
+            layers += [
+                nn.Conv2d(channels_in, channels_out, CONV_KERNEL),
+                ACTIVATIONS[params.activation](),
+                nn.MaxPool2d(2),
+            ]
         layers.append(nn.Flatten())
         width = CONV_FEATURES
     for hidden in params.hidden_sizes:
@@ -185,13 +190,19 @@ def load_model(path: Path) -> LoadedModel:
     except FileNotFoundError:
         raise PipelineError(f"{path} not found: run the train stage first (dvc repro train)") from None
     except Exception as error:  # noqa: BLE001 - torch.load raises many types on foreign bytes
-        reason = "it holds code or objects that safe loading refuses" if "weights_only" in str(error) else "it is not a model file"
+        reason = (
+            "it holds code or objects that safe loading refuses"
+            if "weights_only" in str(error)
+            else "it is not a model file"
+        )
         raise PipelineError(f"{path} cannot be loaded safely ({reason}): retrain with dvc repro train") from None
     try:
         if payload["format_version"] != FORMAT_VERSION or payload["input"] != INPUT_CONVENTION:
             raise ValueError("format version")
         if payload["sha256"] != fingerprint(payload):
-            raise PipelineError(f"{path} fails its integrity check (its bytes changed after training): retrain with dvc repro train")
+            raise PipelineError(
+                f"{path} fails its integrity check (its bytes changed after training): retrain with dvc repro train"
+            )
         architecture = ModelParams.model_validate(payload["architecture"])
         network = build_model(architecture)
         network.load_state_dict(payload["state_dict"])

@@ -32,32 +32,59 @@ class Section(BaseModel):
 
 
 class Preprocess(Section):
-    normalization: Literal["standard", "per_pixel", "unit"]
-    std_floor: float = Field(gt=0)
+    normalization: Literal["standard", "per_pixel", "unit"] = Field(
+        description=(
+            "`standard`: one mean and std over all training pixels; `per_pixel`: a mean and std per "
+            "pixel; `unit`: pixel / 255 only"
+        )
+    )
+    std_floor: float = Field(
+        gt=0, description="`per_pixel` only: the smallest std allowed (border pixels are nearly constant)"
+    )
 
 
 class Split(Section):
-    val_fraction: float = Field(gt=0, lt=1)
-    train_subset: int | None = Field(ge=10)
-    seed: int
+    val_fraction: float = Field(
+        gt=0, lt=1, description="share of the official training set held out for validation, stratified by digit"
+    )
+    train_subset: int | None = Field(
+        ge=10, description="train on this many images (stratified), e.g. 2000 to study overfitting; null: all"
+    )
+    seed: int = Field(description="the split's random seed")
 
 
 class Model(Section):
-    architecture: Literal["mlp", "cnn"]
-    hidden_sizes: list[Annotated[int, Field(ge=1)]]
-    activation: Literal["relu", "tanh", "sigmoid", "gelu", "leaky_relu"]
-    dropout: float = Field(ge=0, lt=1)
-    batch_norm: bool
-    init: Literal["default", "gaussian", "uniform", "glorot", "kaiming"]
-    init_std: float = Field(gt=0)
+    architecture: Literal["mlp", "cnn"] = Field(
+        description=(
+            "`cnn` puts the CNN assignment's LeNet-style convolutions (conv 1-6 5x5, pool, conv 6-16 5x5,"
+            " pool: 256 features) in front of the same head; with `hidden_sizes: [120, 84]` it is that "
+            "network"
+        )
+    )
+    hidden_sizes: list[Annotated[int, Field(ge=1)]] = Field(
+        description="units of each hidden layer; `[]` is multinomial logistic regression"
+    )
+    activation: Literal["relu", "tanh", "sigmoid", "gelu", "leaky_relu"] = Field(
+        description="the hidden layers' activation"
+    )
+    dropout: float = Field(ge=0, lt=1, description="dropout after each hidden activation")
+    batch_norm: bool = Field(description="BatchNorm1d after each hidden Linear")
+    init: Literal["default", "gaussian", "uniform", "glorot", "kaiming"] = Field(
+        description=(
+            "`default` keeps PyTorch's; the others zero the biases and draw weights as the NumPy "
+            "assignments and Keras do: `glorot` U(±√(6/(fan_in+fan_out))), `kaiming` U(±√(6/fan_in)), "
+            "`uniform` U(±1/√fan_in), `gaussian` N(0, init_std)"
+        )
+    )
+    init_std: float = Field(gt=0, description="`gaussian` only: the weights' standard deviation")
 
 
 class Optimizer(Section):
-    name: Literal["sgd", "adam", "adamw", "rmsprop"]
-    lr: float = Field(gt=0)
-    momentum: float = Field(ge=0, lt=1)
-    nesterov: bool
-    weight_decay: float = Field(ge=0)
+    name: Literal["sgd", "adam", "adamw", "rmsprop"] = Field(description="the optimizer")
+    lr: float = Field(gt=0, description="learning rate (the peak of `onecycle`)")
+    momentum: float = Field(ge=0, lt=1, description="`sgd` and `rmsprop` only")
+    nesterov: bool = Field(description="`sgd` with momentum > 0 only")
+    weight_decay: float = Field(ge=0, description="the optimizer's own weight decay")
 
     @model_validator(mode="after")
     def _nesterov_needs_momentum(self) -> Optimizer:
@@ -67,10 +94,17 @@ class Optimizer(Section):
 
 
 class LrSchedule(Section):
-    name: Literal["none", "step", "cosine", "onecycle"]
-    step_size: int = Field(ge=1)
-    gamma: float = Field(gt=0, le=1)
-    cycle_momentum: bool
+    name: Literal["none", "step", "cosine", "onecycle"] = Field(
+        description="stepped every batch; `onecycle` peaks at `optimizer.lr`"
+    )
+    step_size: int = Field(ge=1, description="`step`: epochs between decays")
+    gamma: float = Field(gt=0, le=1, description="`step`: the lr is multiplied by this at each decay")
+    cycle_momentum: bool = Field(
+        description=(
+            "`onecycle` only: also cycle the momentum (Adam: beta1) 0.95 -> 0.85 -> 0.95 against the lr, "
+            "replacing `optimizer.momentum` while it runs"
+        )
+    )
 
     @model_validator(mode="after")
     def _cycling_needs_onecycle(self) -> LrSchedule:
@@ -80,11 +114,15 @@ class LrSchedule(Section):
 
 
 class Augment(Section):
-    rotation_degrees: float = Field(ge=0, le=180)
-    shift_pixels: float = Field(ge=0, le=14)
-    scale: float = Field(ge=0, lt=1)
-    elastic_alpha: float = Field(ge=0)
-    elastic_sigma: float = Field(gt=0)
+    rotation_degrees: float = Field(
+        ge=0, le=180, description="per training image, a rotation uniform in ±r; 0 turns it off"
+    )
+    shift_pixels: float = Field(ge=0, le=14, description="per training image and axis, a shift uniform in ±s")
+    scale: float = Field(ge=0, lt=1, description="per training image, a zoom uniform in [1 - s, 1 + s]")
+    elastic_alpha: float = Field(
+        ge=0, description="elastic distortion (Simard et al. 2003): largest displacement in pixels; 0 turns it off"
+    )
+    elastic_sigma: float = Field(gt=0, description="elastic distortion: smoothness in pixels")
 
     @property
     def enabled(self) -> bool:
@@ -92,28 +130,38 @@ class Augment(Section):
 
 
 class Train(Section):
-    seed: int
-    device: Literal["auto", "cpu", "cuda"]
-    epochs: int = Field(ge=1)
-    batch_size: int = Field(ge=1)
-    backward: Literal["autograd", "manual"]
-    loss: Literal["cross_entropy", "mse"]
-    l1: float = Field(ge=0)
-    l2: float = Field(ge=0)
+    seed: int = Field(description="seed of initialization, shuffling and augmentation")
+    device: Literal["auto", "cpu", "cuda"] = Field(description="`auto` uses a CUDA GPU when present")
+    epochs: int = Field(ge=1, description="passes over the training set")
+    batch_size: int = Field(ge=1, description="images per optimizer step")
+    backward: Literal["autograd", "manual"] = Field(
+        description=(
+            "`manual`: the textbook backward pass written out (pipeline/lib/backprop.py), for the `mlp` "
+            "with relu, leaky_relu, tanh or sigmoid, dropout, cross-entropy and no l1 or l2; anything "
+            "else is refused"
+        )
+    )
+    loss: Literal["cross_entropy", "mse"] = Field(
+        description="`mse`: squared error of the softmax against one-hot targets"
+    )
+    l1: float = Field(ge=0, description="L1 penalty strength on the Linear and Conv2d weights (not biases)")
+    l2: float = Field(ge=0, description="L2 penalty strength on the Linear and Conv2d weights (not biases)")
     optimizer: Optimizer
     lr_schedule: LrSchedule
-    early_stopping_patience: int | None = Field(ge=1)
+    early_stopping_patience: int | None = Field(
+        ge=1, description="stop after this many epochs without a lower validation loss; null: off"
+    )
     augment: Augment
 
 
 class Evaluate(Section):
-    batch_size: int = Field(ge=1)
+    batch_size: int = Field(ge=1, description="images per inference batch")
 
 
 class Analyze(Section):
-    confused_pairs: int = Field(ge=1)
-    gallery_size: int = Field(ge=1, le=100)
-    pca_points: int = Field(ge=10)
+    confused_pairs: int = Field(ge=1, description="how many most-confused (true, predicted) pairs to list")
+    gallery_size: int = Field(ge=1, le=100, description="how many of the most confident mistakes to show")
+    pca_points: int = Field(ge=10, description="test images in each PCA scatter")
 
 
 class Params(Section):
@@ -139,7 +187,8 @@ class Params(Section):
         if any(unsupported.values()):
             raise ValueError(
                 f"train.backward: manual does not cover {', '.join(key for key, bad in unsupported.items() if bad)} "
-                f"(it covers the mlp with activations {', '.join(MANUAL_BACKWARD_ACTIVATIONS)}, dropout, no batch norm, "
+                f"(it covers the mlp with activations {', '.join(MANUAL_BACKWARD_ACTIVATIONS)}, "
+                "dropout, no batch norm, "
                 "cross_entropy with l1 = l2 = 0): set train.backward: autograd"
             )
         return self

@@ -1,8 +1,9 @@
 """Pin the CPU's numeric code paths before torch loads, so the same params give the same bytes
-on any x86-64 machine, Intel or AMD, whatever its core count.
+on a machine whatever its thread count, run after run. Not across vendors: MKL honours its
+reproducibility branch only on Intel processors (docs/notes/2026-11-22-across-vendors.md).
 
 Importing `pipeline` calls `pin_numerics()`, before any module imports torch. What each variable
-fixes, as measured for the README's "Reproducibility":
+fixes, as measured for docs/reproducibility.md:
 - MKL_CBWR=AVX2,STRICT: MKL's GEMM in its conditional-numerical-reproducibility mode (fixed cache
   sizes, deterministic reductions, static scheduling). Without it, MKL chose its blocking by the
   machine: two AMD EPYC machines gave different models from the same params, and so did 1 and 2

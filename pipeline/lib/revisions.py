@@ -45,7 +45,9 @@ def read_at(revision: str, path: str | Path, root: Path = Path(".")) -> str:
     commit = commit_of(revision, root)
     shown = _git("show", f"{commit}:{Path(path).as_posix()}", root=root)
     if shown.returncode != 0:
-        raise NotAtRevision(f"{Path(path).as_posix()} is not committed at {revision}: commit the results of dvc repro there")
+        raise NotAtRevision(
+            f"{Path(path).as_posix()} is not committed at {revision}: commit the results of dvc repro there"
+        )
     return shown.stdout.decode()
 
 

@@ -42,7 +42,11 @@ def file_md5(path: str) -> str | None:
 
 def produced_paths(stages: Mapping[str, dict]) -> set[str]:
     """Every output path declared in dvc.yaml's stages (plain paths or {path: flags})."""
-    outs = (out for stage in stages.values() for out in (*stage.get("outs", []), *stage.get("metrics", []), *stage.get("plots", [])))
+    outs = (
+        out
+        for stage in stages.values()
+        for out in (*stage.get("outs", []), *stage.get("metrics", []), *stage.get("plots", []))
+    )
     return {next(iter(out)) if isinstance(out, dict) else out for out in outs}
 
 
@@ -68,17 +72,25 @@ def find_stale(
             code.append(f"{name}: cmd")
         declared = {dep for dep in stage.get("deps", []) if dep not in produced}
         recorded = {path: md5 for path, md5 in locked_hashes(locked.get("deps", [])).items() if path not in produced}
-        code += [f"{name}: {path}" for path in sorted(declared | recorded.keys()) if file_md5(path) != recorded.get(path)]
+        code += [
+            f"{name}: {path}" for path in sorted(declared | recorded.keys()) if file_md5(path) != recorded.get(path)
+        ]
         locked_params = locked.get("params", {}).get("params.yaml", {})
         for key in stage.get("params", []):
-            changed_params += [f"{name}: {change}" for change in value_changes(key, locked_params.get(key), params.get(key))]
+            changed_params += [
+                f"{name}: {change}" for change in value_changes(key, locked_params.get(key), params.get(key))
+            ]
     return Staleness(tuple(code), tuple(changed_params))
 
 
 def value_changes(key: str, old: object, new: object) -> list[str]:
     """Each leaf that differs between two nested values, as 'a.b old -> new' (JSON spelling)."""
     if isinstance(old, dict) and isinstance(new, dict):
-        return [change for sub in sorted(old.keys() | new.keys()) for change in value_changes(f"{key}.{sub}", old.get(sub), new.get(sub))]
+        return [
+            change
+            for sub in sorted(old.keys() | new.keys())
+            for change in value_changes(f"{key}.{sub}", old.get(sub), new.get(sub))
+        ]
     if old == new:
         return []
     return [f"{key} {json.dumps(old)} -> {json.dumps(new)}"]

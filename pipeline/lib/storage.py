@@ -25,4 +25,6 @@ def read_array(path: Path) -> np.ndarray:
     except FileNotFoundError:
         raise PipelineError(f"{path} not found: run the stages before this one (dvc repro)") from None
     except ValueError:
-        raise PipelineError(f"{path} is not a valid .npy array: rerun the stage that writes it (dvc repro --force)") from None
+        raise PipelineError(
+            f"{path} is not a valid .npy array: rerun the stage that writes it (dvc repro --force)"
+        ) from None

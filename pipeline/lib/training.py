@@ -158,11 +158,11 @@ def train(
 ) -> TrainResult:
     """Train for params.epochs (or until early stopping); keep the weights of the lowest validation loss.
 
-    Loss, not accuracy: on 6,000 validation images accuracy moves in steps of a few images and
-    picked a worse epoch on one of three seeds measured (README, "Results").
+    Loss, not accuracy: on 6,000 validation images accuracy moves in steps of one image (0.017
+    points), so two epochs often tie on it, and noise, not the model, would pick between them.
 
     `background` is the standardized value of a black pixel, what augmentation shifts in.
-    `on_epoch` sees epoch 0 (the untouched model, as seed 003 shows it) and then every epoch.
+    `on_epoch` sees epoch 0 (the untouched model, as the Keras lecture shows it; docs/sources.md) and then every epoch.
     """
     device = train_data.inputs.device
     generator = torch.Generator(device=device).manual_seed(params.seed)
@@ -173,17 +173,27 @@ def train(
     def measured(epoch: int, lr: float, batches: tuple[float | None, float | None], started: float) -> EpochResult:
         val_loss, val_accuracy = evaluate(model, val_data, params.loss)
         if not math.isfinite(val_loss) and epoch == 0:
-            raise PipelineError(f"validation loss is {val_loss} before any update: the validation arrays hold non-finite values; rerun preprocess and split")
+            raise PipelineError(
+                f"validation loss is {val_loss} before any update: the validation arrays hold "
+                "non-finite values; rerun preprocess and split"
+            )
         if not math.isfinite(val_loss):
             raise TrainingDiverged(
-                f"training diverged: validation loss {val_loss} at epoch {epoch} with lr {lr:g}: lower train.optimizer.lr"
+                f"training diverged: validation loss {val_loss} at epoch {epoch} with lr {lr:g}: "
+                "lower train.optimizer.lr"
             )
         train_loss, train_accuracy = evaluate(model, train_data, params.loss)
-        outcome = EpochResult(epoch, train_loss, train_accuracy, val_loss, val_accuracy, *batches, lr, time.perf_counter() - started)
+        outcome = EpochResult(
+            epoch, train_loss, train_accuracy, val_loss, val_accuracy, *batches, lr, time.perf_counter() - started
+        )
         on_epoch(outcome)
         return outcome
 
-    result = TrainResult(best_epoch=0, best_state={}, initial=measured(0, optimizer.param_groups[0]["lr"], (None, None), time.perf_counter()))
+    result = TrainResult(
+        best_epoch=0,
+        best_state={},
+        initial=measured(0, optimizer.param_groups[0]["lr"], (None, None), time.perf_counter()),
+    )
     best_loss, epochs_without_gain = math.inf, 0
     for epoch in range(1, params.epochs + 1):
         started = time.perf_counter()

@@ -9,9 +9,9 @@ import click
 import numpy as np
 from sklearn.decomposition import PCA
 
+from pipeline.lib.analysis_figures import confusion_figure, digit_grid, pca_figure, per_class_figure, weight_templates
 from pipeline.lib.atomic import atomic_path, write_json
 from pipeline.lib.cli import PATH, run_stage, stage_command
-from pipeline.lib.analysis_figures import confusion_figure, digit_grid, pca_figure, per_class_figure, weight_templates
 from pipeline.lib.figures import save_figure
 from pipeline.lib.metrics import classification_report, confusion, most_confused_pairs
 from pipeline.lib.mnist import CLASS_NAMES
@@ -28,7 +28,11 @@ def weight_view(network, architecture) -> tuple[np.ndarray, list[str], str]:
     regression, each class's template."""
     weights = first_layer_weights(network)
     if architecture.architecture == "cnn":
-        return weights, [f"kernel {i}" for i in range(len(weights))], f"first-layer {CONV_KERNEL}x{CONV_KERNEL} convolution kernels"
+        return (
+            weights,
+            [f"kernel {i}" for i in range(len(weights))],
+            f"first-layer {CONV_KERNEL}x{CONV_KERNEL} convolution kernels",
+        )
     if not architecture.hidden_sizes:
         return weights, list(CLASS_NAMES), "weights of each class as 28x28 templates"
     chosen = np.argsort(-np.linalg.norm(weights, axis=1), kind="stable")[:MAX_TEMPLATES]
@@ -71,10 +75,18 @@ def main(params: Params, model_path: Path, data: Path, predictions: Path, out: P
         write_json(folder / "confused_pairs.json", most_confused_pairs(matrix, settings.confused_pairs))
         summary = f"test set: {len(mistakes)} mistakes, accuracy {(predicted == labels).mean():.2%}"
         save_figure(confusion_figure(matrix, f"{summary} (colour: log of the count)"), folder / "confusion.png")
-        save_figure(per_class_figure(classification_report(labels, probs)[1], f"{summary}: precision and recall per digit"), folder / "per_class.png")
-        save_figure(digit_grid(images[worst], captions, f"{len(worst)} most confident of {len(mistakes)} mistakes"), folder / "mistakes.png")
+        save_figure(
+            per_class_figure(classification_report(labels, probs)[1], f"{summary}: precision and recall per digit"),
+            folder / "per_class.png",
+        )
+        save_figure(
+            digit_grid(images[worst], captions, f"{len(worst)} most confident of {len(mistakes)} mistakes"),
+            folder / "mistakes.png",
+        )
         pca_view(images[sample], labels[sample], f"test images, PCA of {len(sample)} inputs", folder / "pca_inputs.png")
-        pca_view(last_hidden(network, images[sample], 4096), labels[sample], f"PCA of the {layer}", folder / "pca_hidden.png")
+        pca_view(
+            last_hidden(network, images[sample], 4096), labels[sample], f"PCA of the {layer}", folder / "pca_hidden.png"
+        )
         save_figure(weight_templates(*weight_view(network, architecture)), folder / "first_layer_weights.png")
     click.echo(f"analyze: {len(mistakes)} mistakes; figures in {out}")
 

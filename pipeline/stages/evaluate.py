@@ -19,7 +19,9 @@ from pipeline.lib.storage import read_pair
 
 @click.option("--model", "model_path", type=PATH, required=True, help="Model file written by train.")
 @click.option("--data", type=PATH, required=True, help="Folder of the preprocessed arrays (test set).")
-@click.option("--metrics", type=PATH, required=True, help="JSON file for test accuracy, loss and macro F1 (as test.accuracy ...).")
+@click.option(
+    "--metrics", type=PATH, required=True, help="JSON file for test accuracy, loss and macro F1 (as test.accuracy ...)."
+)
 @click.option("--per-class", type=PATH, required=True, help="JSON file for per-digit precision, recall and F1.")
 @click.option("--confusion-csv", type=PATH, required=True, help="Per-image actual,predicted rows for dvc plots.")
 @click.option("--predictions", type=PATH, required=True, help=".npy file of test-set class probabilities.")

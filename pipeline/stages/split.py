@@ -24,10 +24,13 @@ def main(params: Params, data: Path, out: Path, counts: Path) -> None:
         folder.mkdir()
         write_pair(folder, "train", images[train], labels[train])
         write_pair(folder, "val", images[validation], labels[validation])
-        write_json(counts_file, {
-            "train": {"total": len(train), "per_class": class_counts(labels[train])},
-            "val": {"total": len(validation), "per_class": class_counts(labels[validation])},
-        })
+        write_json(
+            counts_file,
+            {
+                "train": {"total": len(train), "per_class": class_counts(labels[train])},
+                "val": {"total": len(validation), "per_class": class_counts(labels[validation])},
+            },
+        )
     click.echo(f"split: {len(train)} train, {len(validation)} validation images")
 
 

@@ -44,9 +44,12 @@ class Progress:
         timing = "before any update"
         if outcome.epoch:
             self.seconds += outcome.seconds
-            timing = f"{outcome.seconds:.1f} s, {self.seconds / outcome.epoch * (self.epochs - outcome.epoch):.0f} s left"
+            timing = (
+                f"{outcome.seconds:.1f} s, {self.seconds / outcome.epoch * (self.epochs - outcome.epoch):.0f} s left"
+            )
         click.echo(
-            f"epoch {outcome.epoch}/{self.epochs}: train loss {outcome.train_loss:.4f} acc {outcome.train_accuracy:.4f} | "
+            f"epoch {outcome.epoch}/{self.epochs}: train loss {outcome.train_loss:.4f} acc "
+            f"{outcome.train_accuracy:.4f} | "
             f"val loss {outcome.val_loss:.4f} acc {outcome.val_accuracy:.4f} | {timing}"
         )
 
@@ -67,8 +70,16 @@ def summary(result: TrainResult, parameters: int) -> dict:
 @click.option("--data", type=PATH, required=True, help="Folder of the train and val arrays.")
 @click.option("--stats", type=PATH, required=True, help="Normalization JSON written by preprocess.")
 @click.option("--model", "model_path", type=PATH, required=True, help="Model file to write.")
-@click.option("--live", "live_dir", type=PATH, required=True, help="Folder for dvclive's curves, the final metrics and curves.png.")
-@click.option("--timing", type=PATH, required=True, help="JSON file for seconds and numerics (kept apart: not reproducible).")
+@click.option(
+    "--live",
+    "live_dir",
+    type=PATH,
+    required=True,
+    help="Folder for dvclive's curves, the final metrics and curves.png.",
+)
+@click.option(
+    "--timing", type=PATH, required=True, help="JSON file for seconds and numerics (kept apart: not reproducible)."
+)
 @stage_command
 def main(params: Params, data: Path, stats: Path, model_path: Path, live_dir: Path, timing: Path) -> None:
     device = resolve_device(params.train.device)
@@ -87,11 +98,14 @@ def main(params: Params, data: Path, stats: Path, model_path: Path, live_dir: Pa
         seconds = time.perf_counter() - started
         model.load_state_dict(result.best_state)
         save_model(model_file, model, params.model, normalization)
-        write_json(timing_file, {
-            "numerics": numerics_fingerprint(device),
-            "train_seconds": round(seconds, 2),
-            "seconds_per_epoch": round(sum(e.seconds for e in result.history) / len(result.history), 3),
-        })
+        write_json(
+            timing_file,
+            {
+                "numerics": numerics_fingerprint(device),
+                "train_seconds": round(seconds, 2),
+                "seconds_per_epoch": round(sum(e.seconds for e in result.history) / len(result.history), 3),
+            },
+        )
         write_json(live_folder / "metrics.json", summary(result, sum(p.numel() for p in model.parameters())))
         save_figure(learning_curves([asdict(e) for e in result.curves], result.best_epoch), live_folder / "curves.png")
     kept = result.history[result.best_epoch - 1]

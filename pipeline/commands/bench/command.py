@@ -24,7 +24,7 @@ import yaml
 from pydantic import ValidationError
 
 from pipeline.commands.bench.timers import Timing, best_of_interleaved, canonical_epoch, floor_epoch, project_epoch
-from pipeline.lib.cli import run_reporting_errors
+from pipeline.lib.cli import user_command
 from pipeline.lib.device import make_deterministic, numerics_fingerprint, resolve_device
 from pipeline.lib.errors import PipelineError
 from pipeline.lib.fetch import MIRROR_VARIABLE
@@ -50,7 +50,9 @@ def with_train(params: Params, **changes) -> Params:
 
 
 def without_augmentation(params: Params) -> Params:
-    no_augment = params.train.augment.model_copy(update={"rotation_degrees": 0.0, "shift_pixels": 0.0, "scale": 0.0, "elastic_alpha": 0.0})
+    no_augment = params.train.augment.model_copy(
+        update={"rotation_degrees": 0.0, "shift_pixels": 0.0, "scale": 0.0, "elastic_alpha": 0.0}
+    )
     return with_train(params, augment=no_augment)
 
 
@@ -80,7 +82,7 @@ def plain_loop_seconds(epochs: int) -> float:
 
 
 # The one MKL branch that AMD processors honour too (they run AVX2 and the others as AUTO): with it
-# the default model's bytes were the same on an Intel Xeon and an AMD EPYC (README, "Across vendors").
+# the default model's bytes were the same on an Intel Xeon and an AMD EPYC (docs/notes/2026-11-22-across-vendors.md).
 # Not a mode of its own, since it costs far more than the 10% pinning may cost: a recipe, timed here.
 PORTABLE = PINNED | {"MKL_CBWR": "COMPATIBLE", VARIABLE: "native"}
 
@@ -88,15 +90,22 @@ PORTABLE = PINNED | {"MKL_CBWR": "COMPATIBLE", VARIABLE: "native"}
 def numerics_cost(repeats: int, batch_size: int) -> None:
     """Pinned against native and portable numerics: each is a process of its own (MKL and ATen read
     their settings once), run in alternation so that a slow spell on a shared machine slows all."""
-    child = "import sys; from pipeline.commands.bench.command import plain_loop_seconds; print(plain_loop_seconds(int(sys.argv[1])))"
+    child = (
+        "import sys; from pipeline.commands.bench.command import plain_loop_seconds; "
+        "print(plain_loop_seconds(int(sys.argv[1])))"
+    )
     # This process's environment holds the pinned values: the native child runs without them.
     machine_defaults = {name: value for name, value in os.environ.items() if name not in PINNED}
-    environments = {mode: machine_defaults | {VARIABLE: mode} for mode in MODES} | {"portable": machine_defaults | PORTABLE}
+    environments = {mode: machine_defaults | {VARIABLE: mode} for mode in MODES} | {
+        "portable": machine_defaults | PORTABLE
+    }
     fastest = dict.fromkeys(environments, float("inf"))
     for round_number in range(1, repeats + 1):
         for name, environment in environments.items():
             click.echo(f"bench: numerics, round {round_number}/{repeats}: {name}", err=True)
-            measured = subprocess.run([sys.executable, "-c", child, "3"], env=environment, capture_output=True, text=True, check=True)
+            measured = subprocess.run(
+                [sys.executable, "-c", child, "3"], env=environment, capture_output=True, text=True, check=True
+            )
             fastest[name] = min(fastest[name], float(measured.stdout))
     pinned, native, portable = fastest["pinned"], fastest["native"], fastest["portable"]
     click.echo(
@@ -121,7 +130,14 @@ def speed_table(params: Params, repeats: int, device: torch.device) -> tuple[lis
         (FLOOR, 4096, lambda: floor_epoch(train_set, plain, 4096)),
     ]
     if other is not None:
-        methods.insert(2, (f"{PROJECT}, {other.train.backward} backward", batch, lambda: project_epoch(train_set, val_set, other, background)))
+        methods.insert(
+            2,
+            (
+                f"{PROJECT}, {other.train.backward} backward",
+                batch,
+                lambda: project_epoch(train_set, val_set, other, background),
+            ),
+        )
     fastest = best_of_interleaved(repeats, {f"{method}, batch {size}": measure for method, size, measure in methods})
     return [Timing(method, batch_size, seconds) for (method, batch_size, _), seconds in zip(methods, fastest)], images
 
@@ -130,8 +146,13 @@ def print_speed(timings: list[Timing], images: int, backward: str, device: torch
     canonical = next(t.seconds_per_epoch for t in timings if t.method == CANONICAL)
     floor = min((t for t in timings if t.method == FLOOR), key=lambda t: t.seconds_per_epoch)
     numerics = ", ".join(f"{key} {value}" for key, value in numerics_fingerprint(device).items())
-    click.echo(f"\ntraining speed ({numerics}); seconds per epoch of {images:,} images, {backward} backward unless named")
-    click.echo(f"{'method':<34} {'batch':>6} {'s/epoch':>8} {'speed-up vs canonical':>22} {f'vs floor ({floor.batch_size})':>16}")
+    click.echo(
+        f"\ntraining speed ({numerics}); seconds per epoch of {images:,} images, {backward} backward unless named"
+    )
+    click.echo(
+        f"{'method':<34} {'batch':>6} {'s/epoch':>8} {'speed-up vs canonical':>22} "
+        f"{f'vs floor ({floor.batch_size})':>16}"
+    )
     for timing in timings:
         seconds = timing.seconds_per_epoch
         click.echo(
@@ -148,7 +169,14 @@ def commit(run: Callable[..., subprocess.CompletedProcess]) -> None:
 # A study as `python -m pipeline study` runs one: 2 arms x 3 seeds of one epoch each, through the queue.
 OVERHEAD_STUDY = {
     "seeds": [0, 1, 2],
-    "studies": {"bench": {"question": "?", "source": "bench", "settings": {"train.epochs": 1}, "arms": {"a": {}, "b": {"params": {"train.seed": 7}}}}},
+    "studies": {
+        "bench": {
+            "question": "?",
+            "source": "bench",
+            "settings": {"train.epochs": 1},
+            "arms": {"a": {}, "b": {"params": {"train.seed": 7}}},
+        }
+    },
 }
 
 
@@ -175,7 +203,7 @@ def dvc_table() -> None:
     stages = stage_names()
     with tempfile.TemporaryDirectory(prefix="bench-") as folder:
         project = Path(folder)
-        for name in (PIPELINE_FILE, "params.yaml", "README.md"):  # the README: a study rewrites its tables
+        for name in (PIPELINE_FILE, "params.yaml"):
             shutil.copy(name, project / name)
         shutil.copytree("pipeline", project / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
         environment = os.environ | {MIRROR_VARIABLE: str(raw)}
@@ -187,13 +215,17 @@ def dvc_table() -> None:
         run("dvc", "init", "-q")
         shutil.copy(Path(".dvc/config"), project / ".dvc/config")  # the same cache link type as here
         commit(run)  # dvclive cannot log in a git repository without commits
-        click.echo("\nstages (dvc repro --force --single-item each, in a copy): seconds and peak RSS of dvc with the stage")
+        click.echo(
+            "\nstages (dvc repro --force --single-item each, in a copy): seconds and peak RSS of dvc with the stage"
+        )
         for stage in stages:
             click.echo(f"bench: dvc repro {stage}", err=True)
             measured = run(sys.executable, "-c", MEASURE_STAGE, stage)
             seconds, peak_kib, code = measured.stdout.split()
             if code != "0":
-                raise PipelineError(f"dvc repro {stage} failed in the benchmark's copy: run dvc repro {stage} here to see why")
+                raise PipelineError(
+                    f"dvc repro {stage} failed in the benchmark's copy: run dvc repro {stage} here to see why"
+                )
             click.echo(f"  {stage:<11} {float(seconds):>6.1f} s  {int(peak_kib) / 1024:>7.0f} MiB")
         for label, command in (
             ("whole pipeline after the download", ["dvc", "repro", "--force", "--downstream", stages[1]]),
@@ -206,25 +238,29 @@ def dvc_table() -> None:
         click.echo("bench: a study of 6 one-epoch runs (python -m pipeline study)", err=True)
         wall, runs, training = study_overhead(run, project)
         click.echo(f"  {f'a study of {runs} one-epoch runs':<34} {wall:>6.1f} s")
-        click.echo(f"  {'per run, beyond its training':<34} {wall / runs - training:>6.1f} s  (goal: 8 s; {training:.1f} s of training each)")
+        click.echo(
+            f"  {'per run, beyond its training':<34} {wall / runs - training:>6.1f} s  (goal: 8 s; "
+            f"{training:.1f} s of training each)"
+        )
 
 
-@click.command()
+@user_command()
 @click.option("--repeats", default=2, show_default=True, help="Runs of each timing; the fastest is kept.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True, help="Where the training-speed table runs.")
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="cpu",
+    show_default=True,
+    help="Where the training-speed table runs.",
+)
 @click.option("--skip-dvc", is_flag=True, help="Only the training-speed table.")
-@click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
-def main(repeats: int, device: str, skip_dvc: bool, debug: bool) -> None:
+def main(repeats: int, device: str, skip_dvc: bool) -> None:
     """Measure training speed against the canonical idiom and the compute floor, and stage memory and time."""
-
-    def action() -> None:
-        where = resolve_device(device, setting="--device")
-        params = load_params()
-        timings, images = speed_table(params, repeats, where)
-        print_speed(timings, images, params.train.backward, where)
-        if where.type == "cpu":
-            numerics_cost(repeats, params.train.batch_size)
-        if not skip_dvc:
-            dvc_table()
-
-    run_reporting_errors(action, debug)
+    where = resolve_device(device, setting="--device")
+    params = load_params()
+    timings, images = speed_table(params, repeats, where)
+    print_speed(timings, images, params.train.backward, where)
+    if where.type == "cpu":
+        numerics_cost(repeats, params.train.batch_size)
+    if not skip_dvc:
+        dvc_table()

@@ -93,7 +93,10 @@ def project_epoch(train_set: Dataset, val_set: Dataset, params: Params, backgrou
     (its per-step loss value synchronizes with the device)."""
     train_params = params.train.model_copy(update={"epochs": 1})
     model = build_model(params.model).to(train_set.inputs.device)
-    warmup = Dataset(train_set.inputs[: WARMUP_STEPS * train_params.batch_size], train_set.labels[: WARMUP_STEPS * train_params.batch_size])
+    warmup = Dataset(
+        train_set.inputs[: WARMUP_STEPS * train_params.batch_size],
+        train_set.labels[: WARMUP_STEPS * train_params.batch_size],
+    )
     train(model, warmup, val_set, train_params, background, lambda _: None)
     result = train(model, train_set, val_set, train_params, background, lambda _: None)
     return result.history[0].seconds
@@ -117,7 +120,9 @@ def floor_epoch(train_set: Dataset, params: Params, batch_size: int) -> float:
     return finish(device) - started
 
 
-def autograd_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Callable[[torch.Tensor, torch.Tensor], None]:
+def autograd_step(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> Callable[[torch.Tensor, torch.Tensor], None]:
     """The training step as pytorch/examples writes it: forward, loss, zero_grad, backward, step."""
     model.train()
 

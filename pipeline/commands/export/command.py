@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from pipeline.lib.atomic import atomic_paths
-from pipeline.lib.cli import PATH, run_reporting_errors
+from pipeline.lib.cli import PATH, user_command
 from pipeline.lib.layout import stage_path
 from pipeline.lib.model import INPUT_CONVENTION, load_model
 from pipeline.lib.normalization import Normalization
@@ -45,13 +45,20 @@ def export(model_path: Path, out: Path) -> tuple[Path, Path]:
     loaded = load_model(model_path)
     module = RawImageClassifier(loaded.network, loaded.normalization).eval().requires_grad_(False)  # inference only
     example = torch.zeros(2, *INPUT_CONVENTION["shape"])
-    convention = json.dumps({**INPUT_CONVENTION, "output": "probabilities of the classes", "classes": loaded.class_names})
+    convention = json.dumps(
+        {**INPUT_CONVENTION, "output": "probabilities of the classes", "classes": loaded.class_names}
+    )
     onnx_path, torchscript_path = out / ONNX_NAME, out / TORCHSCRIPT_NAME
     with atomic_paths(onnx_path, torchscript_path) as (onnx_file, torchscript_file), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporters' notes on their own internals, not on this model
         program = torch.onnx.export(
-            module, (example,), input_names=["images"], output_names=["probabilities"],
-            dynamic_shapes={"images": {0: torch.export.Dim("batch")}}, dynamo=True, verbose=False,
+            module,
+            (example,),
+            input_names=["images"],
+            output_names=["probabilities"],
+            dynamic_shapes={"images": {0: torch.export.Dim("batch")}},
+            dynamo=True,
+            verbose=False,
         )
         proto = program.model_proto
         onnx.helper.set_model_props(proto, {CONVENTION_KEY: convention})
@@ -61,15 +68,18 @@ def export(model_path: Path, out: Path) -> tuple[Path, Path]:
     return onnx_path, torchscript_path
 
 
-@click.command()
-@click.option("--model", "model_path", type=PATH, default=None, help="Model file (default: the train stage's, from dvc.yaml).")
-@click.option("--out", type=PATH, default=Path("data/export"), show_default=True, help="Folder for model.onnx and model.torchscript.pt.")
-@click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
-def main(model_path: Path | None, out: Path, debug: bool) -> None:
+@user_command()
+@click.option(
+    "--model", "model_path", type=PATH, default=None, help="Model file (default: the train stage's, from dvc.yaml)."
+)
+@click.option(
+    "--out",
+    type=PATH,
+    default=Path("data/export"),
+    show_default=True,
+    help="Folder for model.onnx and model.torchscript.pt.",
+)
+def main(model_path: Path | None, out: Path) -> None:
     """Export the trained model, normalization folded in, for onnxruntime or plain torch."""
-
-    def action() -> None:
-        for path in export(model_path or stage_path("train", "--model"), out):
-            click.echo(f"export: {path}")
-
-    run_reporting_errors(action, debug)
+    for path in export(model_path or stage_path("train", "--model"), out):
+        click.echo(f"export: {path}")

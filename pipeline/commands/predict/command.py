@@ -16,7 +16,7 @@ import click
 import numpy as np
 
 from pipeline.commands.predict.digitize import read_image, to_mnist
-from pipeline.lib.cli import PATH, run_reporting_errors
+from pipeline.lib.cli import PATH, user_command
 from pipeline.lib.errors import PipelineError
 from pipeline.lib.layout import stage_path
 from pipeline.lib.mnist import read_idx
@@ -38,7 +38,12 @@ def collect(paths: tuple[Path, ...]) -> list[tuple[str, np.ndarray | PipelineErr
         if path.is_dir():
             files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES or is_idx(p))
             if not files:
-                digits.append((str(path), PipelineError(f"{path} holds no image or IDX files: pass a folder of PNG, JPEG or BMP files")))
+                digits.append(
+                    (
+                        str(path),
+                        PipelineError(f"{path} holds no image or IDX files: pass a folder of PNG, JPEG or BMP files"),
+                    )
+                )
             digits.extend(collect(tuple(files)))
             continue
         try:
@@ -66,7 +71,11 @@ def predict(model_path: Path | None, paths: tuple[Path, ...], as_json: bool, bat
     if len(digits) == 1 and failed:
         raise failed[0][1]
     readable = [(name, image) for name, image in digits if isinstance(image, np.ndarray)]
-    probs = probabilities(model.network, model.normalization.apply(np.stack([image for _, image in readable])), batch_size) if readable else []
+    probs = (
+        probabilities(model.network, model.normalization.apply(np.stack([image for _, image in readable])), batch_size)
+        if readable
+        else []
+    )
     classified = dict(zip((name for name, _ in readable), probs))
     results = []
     for name, image in digits:
@@ -79,14 +88,18 @@ def predict(model_path: Path | None, paths: tuple[Path, ...], as_json: bool, bat
         results.append({"input": name, "digit": top[0]["digit"], "top": top})
     click.echo(json.dumps(results, indent=2) if as_json else "\n".join(map(line, results)))
     if failed:
-        raise PipelineError(f"{len(failed)} of {len(digits)} inputs could not be classified (their lines above say why): fix or remove them")
+        raise PipelineError(
+            f"{len(failed)} of {len(digits)} inputs could not be classified (their lines above say "
+            "why): fix or remove them"
+        )
 
 
-@click.command()
+@user_command()
 @click.argument("inputs", nargs=-1, required=True, type=PATH)
-@click.option("--model", "model_path", type=PATH, help="Model file  [default: what the train stage writes, per dvc.yaml]")
+@click.option(
+    "--model", "model_path", type=PATH, help="Model file  [default: what the train stage writes, per dvc.yaml]"
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: input, digit and top-3 probabilities.")
-@click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
-def main(inputs: tuple[Path, ...], model_path: Path, as_json: bool, debug: bool) -> None:
+def main(inputs: tuple[Path, ...], model_path: Path, as_json: bool) -> None:
     """Print the digit and top-3 probabilities for each image, IDX file or folder in INPUTS."""
-    run_reporting_errors(lambda: predict(model_path, inputs, as_json), debug)
+    predict(model_path, inputs, as_json)

@@ -8,7 +8,6 @@ PNG figures beside the report. Exit status: 0 up to date, 1 stale, 2 bad input.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -18,7 +17,7 @@ from pipeline.commands.report.compare import changes_since, compared, flatten, m
 from pipeline.commands.report.figures import confusion_counts, confusion_figure, curve_plots, curves_figure
 from pipeline.commands.report.markdown import render
 from pipeline.lib.atomic import write_text
-from pipeline.lib.cli import PATH, run_reporting_errors
+from pipeline.lib.cli import PATH, user_command
 from pipeline.lib.errors import PipelineError
 from pipeline.lib.figures import save_figure
 from pipeline.lib.layout import LOCK_FILE, definition
@@ -34,7 +33,7 @@ def confusion_plot(pipeline: dict) -> tuple[str, str, str] | None:
     for stage in pipeline.values():
         for plot in stage.get("plots", []):
             if isinstance(plot, dict):
-                (path, flags), = plot.items()
+                ((path, flags),) = plot.items()
                 if {"x", "y"} <= flags.keys() and "confusion" in str(flags.get("template", "")):
                     return path, flags["y"], flags["x"]
     return None
@@ -44,7 +43,9 @@ def committed_lock(revision: str) -> dict:
     try:
         return yaml.safe_load(read_at(revision, LOCK_FILE))
     except NotAtRevision:
-        raise PipelineError(f"{revision} has no committed {LOCK_FILE}: compare with a revision after the pipeline's first committed run") from None
+        raise PipelineError(
+            f"{revision} has no committed {LOCK_FILE}: compare with a revision after the pipeline's first committed run"
+        ) from None
 
 
 def report(base: str, out: Path) -> bool:
@@ -63,7 +64,10 @@ def report(base: str, out: Path) -> bool:
     base_metrics, head_metrics = (metrics_of(paths, read) for read in readers.values())
     for revision, found in ((base, base_metrics), (HEAD, head_metrics)):
         if not found:
-            raise PipelineError(f"{revision} has no committed results ({', '.join(paths)}): commit the results of dvc repro there, or compare with another revision")
+            raise PipelineError(
+                f"{revision} has no committed results ({', '.join(paths)}): commit the results of dvc "
+                "repro there, or compare with another revision"
+            )
     stale = find_stale(head_lock, pipeline, read_params_file(), file_md5)
     params = compared(*(flatten(yaml.safe_load(read(str(DEFAULT_PARAMS)) or "{}")) for read in readers.values()))
 
@@ -80,7 +84,17 @@ def report(base: str, out: Path) -> bool:
 
     named = "" if base_commit.startswith(base) else f" ({base})"
     title = f"Results of {labels['head']} against {labels['base']}{named}"
-    write_text(out, render(title, stale, changes_since(base_lock, head_lock, pipeline), params, compared(base_metrics, head_metrics), figures))
+    write_text(
+        out,
+        render(
+            title,
+            stale,
+            changes_since(base_lock, head_lock, pipeline),
+            params,
+            compared(base_metrics, head_metrics),
+            figures,
+        ),
+    )
     click.echo(f"report: {out} ({'stale' if stale else 'up to date'})", err=True)
     return not stale
 
@@ -91,12 +105,15 @@ def _save(figure, out: Path, name: str) -> str:
     return path.name
 
 
-@click.command()
+@user_command(error_status=2)
 @click.option("--base", required=True, help="Git revision to compare with (a commit, branch or tag, e.g. main).")
-@click.option("--out", type=PATH, default=Path("build/report/report.md"), show_default=True, help="The markdown file; its PNG figures are written beside it.")
-@click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
-def main(base: str, out: Path, debug: bool) -> None:
+@click.option(
+    "--out",
+    type=PATH,
+    default=Path("build/report/report.md"),
+    show_default=True,
+    help="The markdown file; its PNG figures are written beside it.",
+)
+def main(base: str, out: Path) -> int:
     """Compare this revision's committed results with REV's: exit 0 up to date, 1 stale, 2 bad input."""
-    outcome: list[bool] = []
-    run_reporting_errors(lambda: outcome.append(report(base, out)), debug, exit_code=2)
-    sys.exit(0 if outcome[0] else 1)
+    return 0 if report(base, out) else 1

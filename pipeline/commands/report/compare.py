@@ -43,7 +43,11 @@ def compared(base: Mapping[str, object], head: Mapping[str, object]) -> list[Row
 
 def metric_paths(stages: Mapping[str, dict]) -> list[str]:
     """The files dvc.yaml declares as metrics, in pipeline order."""
-    return [next(iter(out)) if isinstance(out, dict) else out for stage in stages.values() for out in stage.get("metrics", [])]
+    return [
+        next(iter(out)) if isinstance(out, dict) else out
+        for stage in stages.values()
+        for out in stage.get("metrics", [])
+    ]
 
 
 def metrics_of(paths: list[str], read: Callable[[str], str | None]) -> dict[str, object]:
@@ -67,12 +71,18 @@ def changes_since(base_lock: dict, head_lock: dict, stages: Mapping[str, dict]) 
     """What differs between the inputs recorded in two dvc.lock files, named as staleness names it:
     the head's record stands in for the working tree, so the rules are the same ones."""
     head_stages = head_lock.get("stages", {})
-    recorded = {path: md5 for stage in head_stages.values() for path, md5 in locked_hashes(stage.get("deps", [])).items()}
+    recorded = {
+        path: md5 for stage in head_stages.values() for path, md5 in locked_hashes(stage.get("deps", [])).items()
+    }
     params: dict[str, object] = {}
     for stage in head_stages.values():
         params |= stage.get("params", {}).get("params.yaml", {})
     found = find_stale(base_lock, stages, params, recorded.get)
-    raw = [(stage, path) for stage, path in source_outputs(stages) if _output_hash(base_lock, path) != _output_hash(head_lock, path)]
+    raw = [
+        (stage, path)
+        for stage, path in source_outputs(stages)
+        if _output_hash(base_lock, path) != _output_hash(head_lock, path)
+    ]
     data = tuple(f"{stage}: raw data {path}" for stage, path in raw)
     return Staleness(found.code + data, found.params)
 
@@ -82,4 +92,3 @@ def _output_hash(lock: dict, path: str) -> str | None:
         if (md5 := locked_hashes(stage.get("outs", [])).get(path)) is not None:
             return md5
     return None
-

@@ -28,7 +28,7 @@ def curve_plots(plots: list) -> list[CurvePlot]:
     found = []
     for entry in plots:
         if isinstance(entry, dict):
-            (title, spec), = entry.items()
+            ((title, spec),) = entry.items()
             if isinstance(spec, dict) and isinstance(spec.get("y"), dict):
                 found.append(CurvePlot(title, spec.get("x", "step"), spec["y"]))
     return found

@@ -22,7 +22,12 @@ def change(row: Row) -> str:
     numbers = (int, float)
     if not row.changed:
         return ""
-    if isinstance(row.base, numbers) and isinstance(row.head, numbers) and not isinstance(row.base, bool) and not isinstance(row.head, bool):
+    if (
+        isinstance(row.base, numbers)
+        and isinstance(row.head, numbers)
+        and not isinstance(row.base, bool)
+        and not isinstance(row.head, bool)
+    ):
         return f"{row.head - row.base:+.6g}"
     return "changed"
 
@@ -38,7 +43,9 @@ def by_stage(causes: tuple[str, ...]) -> list[str]:
 
 def verdict(stale: Staleness) -> list[str]:
     if not stale:
-        return ["**Up to date**: the committed dvc.lock records this revision's commands, code and params for every stage."]
+        return [
+            "**Up to date**: the committed dvc.lock records this revision's commands, code and params for every stage."
+        ]
     return [
         "**Stale**: the committed results do not come from this revision's code and params:",
         "",
@@ -65,15 +72,31 @@ def render(
     """`params` are the changed params only; `metrics` every metric, changed ones marked; `figures`
     maps a caption to a PNG path relative to the report."""
     changed_params = [row for row in params if row.changed]
-    lines = [f"## {title}", "", *verdict(stale), "", "### What changed since the base", "", *changes(since), "", "### Params", ""]
+    lines = [
+        f"## {title}",
+        "",
+        *verdict(stale),
+        "",
+        "### What changed since the base",
+        "",
+        *changes(since),
+        "",
+        "### Params",
+        "",
+    ]
     if changed_params:
-        lines += table(["param", "base", "head"], [[f"`{row.name}`", value(row.base), value(row.head)] for row in changed_params])
+        lines += table(
+            ["param", "base", "head"], [[f"`{row.name}`", value(row.base), value(row.head)] for row in changed_params]
+        )
     else:
         lines.append("No param differs.")
     lines += ["", "### Metrics", ""]
     lines += table(
         ["metric", "base", "head", "change"],
-        [[f"**`{row.name}`**" if row.changed else f"`{row.name}`", value(row.base), value(row.head), change(row)] for row in metrics],
+        [
+            [f"**`{row.name}`**" if row.changed else f"`{row.name}`", value(row.base), value(row.head), change(row)]
+            for row in metrics
+        ],
     )
     for caption, path in figures.items():
         lines += ["", f"### {caption}", "", f"![{caption}]({path})"]

@@ -6,13 +6,15 @@ settings, so no run inherits another's params. Each runs the pipeline up to RESU
 analyze's figures of a run are one `dvc exp apply <name> && dvc repro` away, and would cost every
 run of a study ~8 s. DVC's queue workers run them, --jobs at a time (workers.py); then DVC's
 record of the experiments (`dvc exp show --json`, and each experiment's commit) becomes
-reports/studies/<study>.json, .md and .png, and the README's studies region is regenerated from
-those tables.
+<out>/<study>.json, .md and .png, and <out>/index.md lists the tables. The committed studies
+write reports/studies/; a studies file of your own writes build/studies/<its name>/ unless --out
+says otherwise, so it never touches the committed studies' reports.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from dataclasses import asdict
 from pathlib import Path
@@ -25,27 +27,37 @@ from pipeline.commands.study.results import (
     MetricFiles,
     baseline_commit,
     figure,
+    index_page,
     markdown_table,
     recorded_experiments,
     summarize,
-    with_studies_region,
 )
 from pipeline.commands.study.workers import queued_or_running, run_queued
 from pipeline.lib.atomic import write_json, write_text
-from pipeline.lib.cli import PATH, run_reporting_errors
+from pipeline.lib.cli import PATH, user_command
 from pipeline.lib.errors import PipelineError
 from pipeline.lib.figures import save_figure
 from pipeline.lib.layout import PIPELINE_FILE, RESULTS_STAGE, stage_path
 from pipeline.lib.params import DEFAULT_PARAMS, read_params_file
 from pipeline.lib.revisions import read_at
 
-REPORTS, README = Path("reports/studies"), Path("README.md")
+REPORTS = Path("reports/studies")
+
+
+def default_out(studies_file: Path) -> Path:
+    return (
+        REPORTS
+        if Path(studies_file).resolve() == STUDIES_FILE.resolve()
+        else Path("build/studies") / Path(studies_file).stem
+    )
 
 
 def dvc(*args: str) -> str:
     result = subprocess.run(["dvc", *args], capture_output=True, text=True)
     if result.returncode != 0:
-        raise PipelineError(f"dvc {' '.join(args[:3])} failed: {(result.stderr or result.stdout).strip().splitlines()[-1]}")
+        raise PipelineError(
+            f"dvc {' '.join(args[:3])} failed: {(result.stderr or result.stdout).strip().splitlines()[-1]}"
+        )
     return result.stdout
 
 
@@ -74,11 +86,21 @@ def check_unchanged_since(baseline: str) -> None:
     the definitions of the stages up to RESULTS_STAGE, their code, and params.yaml."""
     ran = results_stages(read_at("HEAD", PIPELINE_FILE))
     if results_stages(read_at(baseline, PIPELINE_FILE)) != ran:
-        raise PipelineError(f"the stages up to {RESULTS_STAGE} in {PIPELINE_FILE} changed since {baseline}: its experiments no longer stand for HEAD; rerun the studies")
+        raise PipelineError(
+            f"the stages up to {RESULTS_STAGE} in {PIPELINE_FILE} changed since {baseline}: its "
+            "experiments no longer stand for HEAD; rerun the studies"
+        )
     code = sorted({dep for stage in ran.values() for dep in stage["deps"] or [] if dep.startswith("pipeline/")})
-    changed = subprocess.run(["git", "diff", "--name-only", baseline, "HEAD", "--", str(DEFAULT_PARAMS), *code], capture_output=True, text=True).stdout.split()
+    changed = subprocess.run(
+        ["git", "diff", "--name-only", baseline, "HEAD", "--", str(DEFAULT_PARAMS), *code],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     if changed:
-        raise PipelineError(f"{', '.join(changed)} changed since {baseline}: its experiments no longer stand for HEAD; rerun the studies")
+        raise PipelineError(
+            f"{', '.join(changed)} changed since {baseline}: its experiments no longer stand for "
+            "HEAD; rerun the studies"
+        )
 
 
 def queue(missing: list[Run]) -> None:
@@ -95,7 +117,10 @@ def queue(missing: list[Run]) -> None:
         raise PipelineError(f"dvc could not queue the study's runs: {error}") from None
 
 
-def study(names: tuple[str, ...], studies_file: Path, collect_only: bool, baseline: str, jobs: int) -> None:
+def study(
+    names: tuple[str, ...], studies_file: Path, out: Path | None, collect_only: bool, baseline: str, jobs: int
+) -> None:
+    out = out or default_out(studies_file)
     studies = load_studies(studies_file)
     planned = runs(studies, list(names), read_params_file())
     if baseline != "HEAD":
@@ -105,12 +130,18 @@ def study(names: tuple[str, ...], studies_file: Path, collect_only: bool, baseli
     shown = json.loads(dvc("exp", "show", "--json", "--rev", baseline))
     if not collect_only:
         if subprocess.run(["git", "diff", "--quiet", "HEAD", "--", str(DEFAULT_PARAMS)]).returncode != 0:
-            raise PipelineError(f"{DEFAULT_PARAMS} differs from the last commit: commit or restore it, since every run starts from it")
+            raise PipelineError(
+                f"{DEFAULT_PARAMS} differs from the last commit: commit or restore it, since every run starts from it"
+            )
         recorded, head = recorded_experiments(shown), baseline_commit(shown)
         missing = [run for run in planned if run.name not in recorded]
         missing_names = {run.name for run in missing}
         waiting = queued_or_running(missing_names, head)
-        click.echo(f"study: {len(planned) - len(missing)} of {len(planned)} runs recorded already, {len(waiting)} in the queue; queueing {len(missing) - len(waiting)}", err=True)
+        click.echo(
+            f"study: {len(planned) - len(missing)} of {len(planned)} runs recorded already, "
+            f"{len(waiting)} in the queue; queueing {len(missing) - len(waiting)}",
+            err=True,
+        )
         if missing:
             queue([run for run in missing if run.name not in waiting])
             run_queued(missing_names, head, jobs)
@@ -121,28 +152,63 @@ def study(names: tuple[str, ...], studies_file: Path, collect_only: bool, baseli
         declared = studies.studies[name]
         results = summarize(declared, [run for run in planned if run.study == name], recorded, files, read_at)
         if not any(result.runs for result in results):
-            click.echo(f"study {name}: no run recorded on top of commit {commit[:7]}; its reports stay as they are", err=True)
+            click.echo(
+                f"study {name}: no run recorded on top of commit {commit[:7]}; its reports stay as they are", err=True
+            )
             continue
-        summary = {"question": declared.question, "source": declared.source, "commit": commit, "arms": [asdict(r) for r in results]}
-        write_json(REPORTS / f"{name}.json", summary)
-        write_text(REPORTS / f"{name}.md", markdown_table(name, declared, results, commit))
-        save_figure(figure(name, results), REPORTS / f"{name}.png")
+        summary = {
+            "question": declared.question,
+            "source": declared.source,
+            "commit": commit,
+            "arms": [asdict(r) for r in results],
+        }
+        write_json(out / f"{name}.json", summary)
+        write_text(out / f"{name}.md", markdown_table(name, declared, results, commit))
+        save_figure(figure(name, results), out / f"{name}.png")
         for result in results:
             if result.failed:
-                click.echo(f"study {name}: arm {result.arm}: {len(result.failed)} runs did not finish ({result.failed[0]}: dvc queue logs)", err=True)
-    tables = [path.read_text() for name in studies.studies if (path := REPORTS / f"{name}.md").exists()]
-    write_text(README, with_studies_region(README.read_text(), tables))
-    click.echo(f"study: results in {REPORTS}/, README regenerated")
+                click.echo(
+                    f"study {name}: arm {result.arm}: {len(result.failed)} runs did not finish "
+                    f"({result.failed[0]}: dvc queue logs)",
+                    err=True,
+                )
+    tables = [path.read_text() for name in studies.studies if (path := out / f"{name}.md").exists()]
+    write_text(out / "index.md", index_page(os.path.relpath(studies_file), tables))
+    click.echo(f"study: results in {out}/ (index.md lists them)")
 
 
-@click.command()
+@user_command()
 @click.argument("names", nargs=-1)
 @click.option("--studies", "studies_file", type=PATH, default=STUDIES_FILE, show_default=True, help="The declarations.")
-@click.option("--collect-only", is_flag=True, help="Write the results of the experiments recorded already; queue nothing.")
-@click.option("--baseline", default="HEAD", show_default=True, help="With --collect-only: the commit the experiments ran on, if the stages' code is unchanged since.")
-@click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True, help="Runs at a time, each with its share of the cores.")
-@click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
-def main(names: tuple[str, ...], studies_file: Path, collect_only: bool, baseline: str, jobs: int, debug: bool) -> None:
-    """Run the named studies (all without names) over their seeds and write reports/studies/."""
-    run_reporting_errors(lambda: study(names, studies_file, collect_only, baseline, jobs), debug)
-
+@click.option(
+    "--out",
+    type=PATH,
+    default=None,
+    help="Folder for the results  [default: reports/studies for the committed studies, else build/studies/<file name>]",
+)
+@click.option(
+    "--collect-only", is_flag=True, help="Write the results of the experiments recorded already; queue nothing."
+)
+@click.option(
+    "--baseline",
+    default="HEAD",
+    show_default=True,
+    help="With --collect-only: the commit the experiments ran on, if the stages' code is unchanged since.",
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Runs at a time, each with its share of the cores.",
+)
+def main(
+    names: tuple[str, ...],
+    studies_file: Path,
+    out: Path | None,
+    collect_only: bool,
+    baseline: str,
+    jobs: int,
+) -> None:
+    """Run the named studies (all without names) over their seeds and write their tables and figures."""
+    study(names, studies_file, out, collect_only, baseline, jobs)

@@ -32,7 +32,7 @@ class Arm(Declared):
 
 class Study(Declared):
     question: str
-    source: str  # the document (../shared/seeds) and the settings its numbers come from
+    source: str  # the document (by its name in docs/sources.md) and the settings its numbers come from
     settings: dict[str, Any] = {}  # dotted params.yaml keys -> values, for every arm
     arms: dict[Name, Arm] = Field(min_length=2)
 

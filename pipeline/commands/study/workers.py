@@ -33,7 +33,7 @@ def threads_per_run(jobs: int) -> int:
 
 def start_worker(number: int, log_dir: Path, threads: int) -> subprocess.Popen:
     """`dvc exp queue-worker` as DVC starts it, with OMP_NUM_THREADS for the stages it runs (the
-    results do not depend on it: README, "Reproducibility"); its log beside DVC's own."""
+    results do not depend on it: docs/reproducibility.md); its log beside DVC's own."""
     command = ["dvc", "exp", "queue-worker", f"study-{os.getpid()}-{number}@localhost"]
     if number == 1:
         command.append("--clean")  # as DVC's first worker: tidy the queue's control messages on the way out
@@ -65,7 +65,9 @@ def run_queued(names: Collection[str], baseline: str, jobs: int) -> None:
     from dvc.repo import Repo
 
     threads = threads_per_run(jobs)
-    click.echo(f"study: {len(names)} runs, {jobs} at a time with {threads} thread{'s' if threads > 1 else ''} each", err=True)
+    click.echo(
+        f"study: {len(names)} runs, {jobs} at a time with {threads} thread{'s' if threads > 1 else ''} each", err=True
+    )
     with Repo() as repo:
         queue = repo.experiments.celery_queue
         log_dir = Path(queue.wdir)
@@ -77,13 +79,20 @@ def run_queued(names: Collection[str], baseline: str, jobs: int) -> None:
                 queued, running = ours(queue.iter_queued(), names, baseline), ours(queue.iter_active(), names, baseline)
                 if (now_finished := len(names) - len(queued) - len(running)) != finished:
                     finished = now_finished
-                    click.echo(f"study: {finished} of {len(names)} runs finished ({time.perf_counter() - started:.0f} s)", err=True)
+                    click.echo(
+                        f"study: {finished} of {len(names)} runs finished ({time.perf_counter() - started:.0f} s)",
+                        err=True,
+                    )
                 if not queued and not running:
                     break
                 for number in range(1, jobs + 1):
                     if queued and (number not in workers or workers[number].poll() is not None):
                         workers[number] = start_worker(number, log_dir, threads)
-                orphaned = not queued and all(worker.poll() is not None for worker in workers.values()) and not queue.worker_status()
+                orphaned = (
+                    not queued
+                    and all(worker.poll() is not None for worker in workers.values())
+                    and not queue.worker_status()
+                )
                 unanswered = unanswered + 1 if orphaned else 0
                 if unanswered == ORPHAN_POLLS:  # a busy worker may miss one inquiry, as DVC's monitor shows
                     raise PipelineError(
@@ -94,7 +103,8 @@ def run_queued(names: Collection[str], baseline: str, jobs: int) -> None:
         except KeyboardInterrupt:
             stop(workers)
             raise PipelineError(
-                f"interrupted: the runs under way finish in the background and {len(queued)} stay queued (dvc queue status); "
+                f"interrupted: the runs under way finish in the background and {len(queued)} stay "
+                "queued (dvc queue status); "
                 "the same command again goes on from there"
             ) from None
     stop(workers)

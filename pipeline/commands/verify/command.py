@@ -18,7 +18,7 @@ import click
 import yaml
 
 from pipeline.commands.verify.verdict import Run, judge, stale_inputs
-from pipeline.lib.cli import fail, run_reporting_errors
+from pipeline.lib.cli import fail, user_command
 from pipeline.lib.errors import PipelineError
 from pipeline.lib.layout import LOCK_FILE, stage_path, stages
 from pipeline.lib.params import read_params_file
@@ -26,7 +26,7 @@ from pipeline.lib.revisions import read_at
 from pipeline.lib.staleness import FIX, file_md5
 
 # Other numerics move test accuracy as another seed does. Over 9 seeds of the default params
-# (README, "Results") its standard deviation was 0.18 points, so two independent runs differ
+# (docs/reproducibility.md, the seed table) its standard deviation was 0.18 points, so two independent runs differ
 # with a standard deviation of 0.25 points; the tolerance is 3 of those.
 ACCURACY_TOLERANCE = 0.0075
 
@@ -66,10 +66,14 @@ def verify(revision: str, first_stage: str | None) -> None:
     click.echo(f"verify: {report.message}")
 
 
-@click.command()
+@user_command()
 @click.option("--against", "revision", default="HEAD", show_default=True, help="Git revision of the committed results.")
-@click.option("--from", "first_stage", default=None, help="Rerun only this stage and those after it (e.g. evaluate after dvc pull)  [default: the first]")
-@click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
-def main(revision: str, first_stage: str | None, debug: bool) -> None:
+@click.option(
+    "--from",
+    "first_stage",
+    default=None,
+    help="Rerun only this stage and those after it (e.g. evaluate after dvc pull)  [default: the first]",
+)
+def main(revision: str, first_stage: str | None) -> None:
     """Reproduce the pipeline and check it against the committed dvc.lock and reports/."""
-    run_reporting_errors(lambda: verify(revision, first_stage), debug)
+    verify(revision, first_stage)
