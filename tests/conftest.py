@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import json
 import os
 import shutil
 import subprocess
@@ -17,12 +18,14 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
-from idx_writer import write_idx_gz
 
 from pipeline.lib.fetch import MIRROR_VARIABLE, mirrors_from_environment
 from pipeline.lib.mnist import OFFICIAL_FILES, SPLIT_FILES
 from pipeline.lib.params import Params
+from pipeline.lib.staleness import produced_paths
 from pipeline.stages import analyze, evaluate, preprocess, split, train
+
+from idx_writer import write_idx_gz
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -113,6 +116,18 @@ def run_stage():
     return invoke
 
 
+@pytest.fixture
+def invoke_in(monkeypatch):
+    """Run a user command's Click command from a folder, in this process: (exit code, stderr)."""
+
+    def invoke(command, where: Path, *args: str) -> tuple[int, str]:
+        monkeypatch.chdir(where)
+        result = CliRunner().invoke(command, [str(arg) for arg in args])
+        return result.exit_code, result.stderr
+
+    return invoke
+
+
 @pytest.fixture(scope="session")
 def shared_mnist() -> Path:
     """Real MNIST from a local mirror in MNIST_MIRROR; tests that need it skip without one."""
@@ -159,12 +174,10 @@ def dvc(project: Path, *args: str) -> str:
     return result.stdout + result.stderr
 
 
-@pytest.fixture
-def project(tmp_path, shared_mnist, monkeypatch) -> Path:
-    """A fresh git + DVC copy of the project with tiny training params, on real MNIST."""
-    monkeypatch.setenv("MNIST_MIRROR", str(shared_mnist))
-    (tmp_path / "project").mkdir()
-    project = copy_project(tmp_path / "project")
+def new_project(folder: Path) -> Path:
+    """A git + DVC copy of the project with tiny training params, one commit, nothing run."""
+    folder.mkdir(parents=True)
+    project = copy_project(folder)
     write_params(project / "params.yaml", small_params(split={"train_subset": 2000}, train={"epochs": 2}))
     git(project, "init", "-q")
     git(project, "config", "user.email", "test@example.com")
@@ -174,6 +187,32 @@ def project(tmp_path, shared_mnist, monkeypatch) -> Path:
     git(project, "add", "-A")
     git(project, "commit", "-qm", "init")
     return project
+
+
+@pytest.fixture
+def fresh_project(tmp_path, shared_mnist, monkeypatch) -> Path:
+    """A new project on real MNIST (MNIST_MIRROR set) in which no stage has run yet."""
+    monkeypatch.setenv("MNIST_MIRROR", str(shared_mnist))
+    return new_project(tmp_path / "project")
+
+
+@pytest.fixture(scope="session")
+def reproduced_project(tmp_path_factory, shared_mnist) -> Path:
+    """One project after `dvc repro` on real MNIST, results committed: built once per test session."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MNIST_MIRROR", str(shared_mnist))
+        project = new_project(tmp_path_factory.mktemp("reproduced") / "project")
+        dvc(project, "repro")
+        git(project, "add", "-A")
+        git(project, "commit", "-qm", "results")
+    return project
+
+
+@pytest.fixture
+def project(tmp_path, reproduced_project, shared_mnist, monkeypatch) -> Path:
+    """This test's own copy of the reproduced project (git history, DVC cache, data and results)."""
+    monkeypatch.setenv("MNIST_MIRROR", str(shared_mnist))
+    return Path(shutil.copytree(reproduced_project, tmp_path / "project", symlinks=True))
 
 
 def pipeline_steps(params_file: Path, raw: Path, root: Path) -> tuple[dict[str, Path], list[tuple]]:
@@ -245,3 +284,70 @@ def run_pipeline(run_stage, params_file: Path, raw: Path, root: Path) -> dict[st
         result = run_stage(*step)
         assert result.exit_code == 0, result.output
     return paths
+
+
+# A git repository of committed results, for the commands that read git: report and verify.
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def matching_lock(repo: Path) -> dict:
+    """The committed dvc.lock with every stage's command, code hashes and params taken from `repo`,
+    as a `dvc repro` there would record them."""
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    lock = yaml.safe_load((PROJECT_ROOT / "dvc.lock").read_text())
+    produced = produced_paths(stages)
+    for name, stage in stages.items():
+        locked = lock["stages"][name]
+        locked["cmd"] = " ".join(stage["cmd"].split())
+        recorded = {dep["path"]: dep for dep in locked.get("deps", [])}
+        locked["deps"] = [
+            recorded.get(path, {"path": path}) if path in produced else {"path": path, "md5": md5(repo / path)}
+            for path in stage.get("deps", [])
+        ]
+        if stage.get("params"):
+            locked["params"] = {"params.yaml": {key: params[key] for key in stage["params"]}}
+    return lock
+
+
+def commit(repo: Path, message: str) -> str:
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", message)
+    return subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+@pytest.fixture
+def results_repo(tmp_path: Path) -> Path:
+    """A git repository whose one commit holds results that match its code and params."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(PROJECT_ROOT / name, repo / name)
+    for folder in ("pipeline", "reports"):
+        shutil.copytree(PROJECT_ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__", "studies"))
+    set_param(repo, "train", "epochs", 10)  # known values, whatever the project's are
+    edit_json(repo / "reports/evaluate/metrics.json", lambda m: m["test"].update(accuracy=0.9812, errors=188))
+    edit_json(repo / "reports/train/metrics.json", lambda m: m.update(kept_epoch=10))
+    (repo / "dvc.lock").write_text(yaml.safe_dump(matching_lock(repo), sort_keys=False))
+    git(repo, "init", "-q")
+    git(repo, "config", "user.email", "test@example.com")
+    git(repo, "config", "user.name", "test")
+    commit(repo, "base")
+    return repo
+
+
+def set_param(repo: Path, section: str, key: str, value: object) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params[section][key] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def edit_json(path: Path, change) -> None:
+    payload = json.loads(path.read_text())
+    change(payload)
+    path.write_text(json.dumps(payload, indent=2))

@@ -8,13 +8,14 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import small_params
 
 from pipeline.lib import training
 from pipeline.lib.backprop import loss_and_gradients
 from pipeline.lib.model import build_model
 from pipeline.lib.params import MANUAL_BACKWARD_ACTIVATIONS, Params
 from pipeline.lib.training import Dataset, train
+
+from conftest import small_params
 
 
 def params(model: dict | None = None, **train) -> Params:

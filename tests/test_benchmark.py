@@ -6,14 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import small_params
 
 from pipeline.commands.bench import timers
-from pipeline.commands.bench.command import CANONICAL, FLOOR, PROJECT, other_backward, print_speed
 from pipeline.commands.bench.command import main as bench
+from pipeline.commands.bench.speed import CANONICAL, FLOOR, PROJECT, other_backward, print_speed
 from pipeline.commands.bench.timers import Timing, best_of_interleaved, canonical_epoch, floor_epoch, project_epoch
 from pipeline.lib.params import Params
 from pipeline.lib.training import Dataset
+
+from conftest import small_params
 
 
 def test_repeats_run_in_rounds_keep_each_fastest_and_say_what_runs(capsys):

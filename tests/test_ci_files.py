@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from conftest import PROJECT_ROOT
 
 LINT = PROJECT_ROOT / ".ci/lint-workflows"

@@ -9,10 +9,11 @@ import subprocess
 
 import pytest
 import yaml
-from conftest import PROJECT_ROOT, dvc, git
 
 from pipeline.__main__ import cli
 from pipeline.lib.layout import stage_path, stages
+
+from conftest import PROJECT_ROOT, dvc, git
 
 DVC_YAML = stages(PROJECT_ROOT)
 STAGES = list(DVC_YAML)
@@ -100,7 +101,8 @@ def ran(output: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_repro_then_noop_then_experiment_reruns_only_training(project):
+def test_repro_then_noop_then_experiment_reruns_only_training(fresh_project):
+    project = fresh_project
     assert ran(dvc(project, "repro")) == STAGES
     metrics_file = stage_path("evaluate", "--metrics", project)
     metrics = json.loads((project / metrics_file).read_text())["test"]

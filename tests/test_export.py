@@ -10,11 +10,12 @@ import onnxruntime
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import run_pipeline, small_params, write_params
 
 from pipeline.commands.export import command as export
 from pipeline.lib.mnist import load_official
-from pipeline.lib.model import INPUT_CONVENTION
+from pipeline.lib.model_file import INPUT_CONVENTION
+
+from conftest import run_pipeline, small_params, write_params
 
 
 @pytest.mark.slow  # exports to ONNX

@@ -5,10 +5,11 @@ from __future__ import annotations
 from contextlib import ExitStack
 
 import pytest
-from conftest import serve_folder, write_raw
 
 from pipeline.lib.errors import PipelineError
 from pipeline.lib.fetch import PUBLIC_MIRRORS, fetch_all, mirrors_from_environment
+
+from conftest import serve_folder, write_raw
 
 
 @pytest.fixture

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from conftest import small_params
 
 from pipeline.lib.analysis_figures import pca_figure, weight_templates
 from pipeline.lib.model import build_model
 from pipeline.lib.params import Params
 from pipeline.stages.analyze import MAX_TEMPLATES, weight_view
+
+from conftest import small_params
 
 
 def test_templates_share_one_symmetric_scale_with_a_colourbar():

@@ -4,9 +4,10 @@ import gzip
 
 import numpy as np
 import pytest
-from idx_writer import encode_idx, write_idx_gz
 
 from pipeline.lib.mnist import IdxError, load_digits, parse_idx, read_idx
+
+from idx_writer import encode_idx, write_idx_gz
 
 
 def test_round_trip_keeps_shape_and_bytes(tmp_path):

@@ -8,13 +8,15 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from conftest import small_params
 from torch import nn
 
 from pipeline.lib.errors import PipelineError
-from pipeline.lib.model import build_model, first_layer_weights, load_model, save_model
+from pipeline.lib.model import build_model, first_layer_weights
+from pipeline.lib.model_file import fingerprint, load_model, save_model
 from pipeline.lib.normalization import Normalization
 from pipeline.lib.params import Model
+
+from conftest import small_params
 
 
 def model_params(**changes) -> Model:
@@ -137,7 +139,7 @@ class RunsCode:
 
 def test_a_pickle_that_would_run_code_is_refused(tmp_path):
     torch.save({"payload": RunsCode()}, tmp_path / "evil.pt")
-    with pytest.raises(PipelineError, match="cannot be loaded safely"):
+    with pytest.raises(PipelineError, match=r"cannot be loaded safely \(it holds code or objects that safe loading"):
         load_model(tmp_path / "evil.pt")
 
 
@@ -176,3 +178,31 @@ def test_uniform_init_bound_is_one_over_sqrt_fan_in():
     weight = network[0].weight
     assert weight.abs().max().item() <= bound and weight.abs().max().item() > 0.99 * bound
     assert weight.var().item() == pytest.approx(bound**2 / 3, rel=0.02)
+
+
+def saved_payload(tmp_path) -> dict:
+    params = model_params()
+    normalization = Normalization("unit", np.zeros(784, np.float32), np.ones(784, np.float32))
+    save_model(tmp_path / "m.pt", build_model(params), params, normalization)
+    return torch.load(tmp_path / "m.pt", weights_only=True)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda p: p.pop("class_names"), "is not a model file of this pipeline (no class_names)"),
+        (lambda p: p.update(format_version=2), "is model file format 2, this pipeline reads 3"),
+        (lambda p: p.update(input={"ink": "black on white"}), "states another input convention"),
+        (lambda p: p["architecture"].update(activation="swish"), "its architecture does not validate"),
+        (lambda p: p["state_dict"].pop("0.bias"), "its weights do not fit its architecture"),
+    ],
+)
+def test_each_way_a_model_file_fails_has_its_own_message(tmp_path, change, message):
+    """Refingerprinted after the change, so only the named problem remains."""
+    payload = saved_payload(tmp_path)
+    change(payload)
+    payload["sha256"] = fingerprint(payload)
+    torch.save(payload, tmp_path / "m.pt")
+    with pytest.raises(PipelineError, match="retrain with dvc repro train") as raised:
+        load_model(tmp_path / "m.pt")
+    assert message in str(raised.value)

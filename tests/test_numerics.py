@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import small_params, write_params
 
 from pipeline.lib.device import make_deterministic, numerics_fingerprint
 from pipeline.lib.model import build_model, probabilities
@@ -30,6 +29,8 @@ from pipeline.lib.params import Params
 from pipeline.lib.pinning import PINNED, pin_numerics
 from pipeline.lib.training import Dataset, train
 from pipeline.stages import split
+
+from conftest import small_params, write_params
 
 
 def synthetic(count: int, seed: int) -> Dataset:
@@ -102,7 +103,7 @@ def test_this_process_runs_the_pinned_numerics():
 def test_the_portable_recipe_runs_mkls_compatible_branch():
     """bench's portable numerics (docs/notes/2026-11-22-across-vendors.md): MKL must take COMPATIBLE, which it honours
     on Intel and AMD alike, and the pinning must leave it alone."""
-    from pipeline.commands.bench.command import PORTABLE
+    from pipeline.commands.bench.numerics import PORTABLE
 
     child = (
         "import json, torch; from pipeline.lib.device import numerics_fingerprint; "

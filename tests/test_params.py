@@ -1,9 +1,10 @@
 """params.yaml is validated before any work, with one line naming the key and what is allowed."""
 
 import pytest
-from conftest import PROJECT_ROOT, small_params, write_params
 
 from pipeline.lib.params import ParamsError, load_params
+
+from conftest import PROJECT_ROOT, small_params, write_params
 
 
 def error_for(tmp_path, **overrides) -> str:

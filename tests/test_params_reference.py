@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 from click.testing import CliRunner
-from conftest import PROJECT_ROOT
 
 from pipeline.commands.params import command
 from pipeline.lib.params import Params, read_params_file
+
+from conftest import PROJECT_ROOT
 
 
 def test_the_committed_reference_is_the_generated_one(monkeypatch):

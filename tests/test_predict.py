@@ -9,8 +9,6 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import small_params
-from idx_writer import write_idx_gz
 from PIL import Image
 
 from pipeline.commands.predict import command as predict
@@ -18,10 +16,14 @@ from pipeline.commands.predict import digitize as predict_digitize
 from pipeline.commands.predict.digitize import to_mnist
 from pipeline.lib.device import make_deterministic
 from pipeline.lib.mnist import load_official
-from pipeline.lib.model import build_model, load_model, probabilities, save_model
+from pipeline.lib.model import build_model, probabilities
+from pipeline.lib.model_file import load_model, save_model
 from pipeline.lib.normalization import Normalization
 from pipeline.lib.params import Params
 from pipeline.lib.training import Dataset, train
+
+from conftest import small_params
+from idx_writer import write_idx_gz
 
 SAMPLE = 200
 pytestmark = pytest.mark.slow  # every test uses a model trained on 20,000 real MNIST images

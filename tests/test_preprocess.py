@@ -4,12 +4,13 @@ import json
 
 import numpy as np
 import pytest
-from conftest import synthetic_digits, write_raw
-from idx_writer import write_idx_gz
 
 from pipeline.lib.normalization import Normalization
 from pipeline.lib.params import Preprocess
 from pipeline.stages import preprocess
+
+from conftest import synthetic_digits, write_raw
+from idx_writer import write_idx_gz
 
 
 def test_standard_uses_one_mean_and_std_of_training_pixels():

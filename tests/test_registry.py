@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from conftest import PROJECT_ROOT, dvc, git
 
 pytestmark = pytest.mark.slow  # runs dvc

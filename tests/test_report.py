@@ -6,8 +6,6 @@ results and a dvc.lock that matches them, then commits what a pull request would
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 import subprocess
 import sys
@@ -15,89 +13,24 @@ from pathlib import Path
 
 import pytest
 import yaml
-from click.testing import CliRunner
-from conftest import PROJECT_ROOT, git
 
 from pipeline.commands.report import command
 from pipeline.commands.report.compare import changes_since
 from pipeline.commands.report.figures import curve_plots, curves_figure
-from pipeline.lib.staleness import produced_paths
+
+from conftest import commit, edit_json, git, matching_lock, set_param
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-def matching_lock(repo: Path) -> dict:
-    """The committed dvc.lock with every stage's command, code hashes and params taken from `repo`,
-    as a `dvc repro` there would record them."""
-    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    lock = yaml.safe_load((PROJECT_ROOT / "dvc.lock").read_text())
-    produced = produced_paths(stages)
-    for name, stage in stages.items():
-        locked = lock["stages"][name]
-        locked["cmd"] = " ".join(stage["cmd"].split())
-        for dep in locked.get("deps", []):
-            if dep["path"] not in produced:
-                dep["md5"] = md5(repo / dep["path"])
-        if stage.get("params"):
-            locked["params"] = {"params.yaml": {key: params[key] for key in stage["params"]}}
-    return lock
-
-
-def commit(repo: Path, message: str) -> str:
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", message)
-    return subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
-    ).stdout.strip()
+@pytest.fixture
+def repo(results_repo: Path) -> Path:
+    return results_repo
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    """A git repository whose one commit holds results that match its code and params."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    for name in ("dvc.yaml", "params.yaml"):
-        shutil.copy(PROJECT_ROOT / name, repo / name)
-    for folder in ("pipeline", "reports"):
-        shutil.copytree(PROJECT_ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__", "studies"))
-    set_param(repo, "train", "epochs", 10)  # known values, whatever the project's are
-    edit_json(repo / "reports/evaluate/metrics.json", lambda m: m["test"].update(accuracy=0.9812, errors=188))
-    edit_json(repo / "reports/train/metrics.json", lambda m: m.update(kept_epoch=10))
-    (repo / "dvc.lock").write_text(yaml.safe_dump(matching_lock(repo), sort_keys=False))
-    git(repo, "init", "-q")
-    git(repo, "config", "user.email", "test@example.com")
-    git(repo, "config", "user.name", "test")
-    commit(repo, "base")
-    return repo
-
-
-@pytest.fixture
-def report(monkeypatch):
-    """Run `python -m pipeline report ARGS` in a folder, in this process: (exit code, stderr)."""
-
-    def run(where: Path, *args: str) -> tuple[int, str]:
-        monkeypatch.chdir(where)
-        result = CliRunner().invoke(command.main, list(args))
-        return result.exit_code, result.stderr
-
-    return run
-
-
-def set_param(repo: Path, section: str, key: str, value: object) -> None:
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params[section][key] = value
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def edit_json(path: Path, change) -> None:
-    payload = json.loads(path.read_text())
-    change(payload)
-    path.write_text(json.dumps(payload, indent=2))
+def report(invoke_in):
+    return lambda where, *args: invoke_in(command.main, where, *args)
 
 
 def test_a_rerun_pull_request_is_up_to_date_and_shows_what_moved(repo, report):

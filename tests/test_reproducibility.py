@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import QuietHandler, dvc, git, serve_folder
 from test_dvc import STAGES
 
 from pipeline.lib.atomic import temporary_path
 from pipeline.lib.layout import stage_path
+
+from conftest import QuietHandler, dvc, git, serve_folder
 
 # Each stage is killed while this output exists under its temporary name: all of the stage's
 # results are written, or being written, and none of them renamed into place yet.
@@ -111,7 +112,6 @@ def assert_cache_holds_only_whole_files(project: Path) -> None:
 
 @pytest.mark.slow
 def test_same_params_same_bytes(project):
-    dvc(project, "repro")
     first = lock_outputs(project)
     dvc(project, "repro", "--force")
     assert lock_outputs(project) == first
@@ -125,7 +125,6 @@ def test_same_params_same_bytes(project):
 def test_killed_stages_rerun_to_the_same_results(project, slow_mirror, tmp_path):
     (tmp_path / "hooks").mkdir()
     (tmp_path / "hooks/sitecustomize.py").write_text(PAUSE_BEFORE_RENAMING)
-    dvc(project, "repro")
     expected = lock_outputs(project)
     for stage in STAGES:
         env = os.environ | ({"MNIST_MIRROR": slow_mirror} if stage == "download" else {})
@@ -160,7 +159,6 @@ NO_INTERNET = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.
 
 @pytest.mark.slow
 def test_bad_params_a_failed_download_and_ctrl_c_keep_the_last_good_results(project, tmp_path):
-    dvc(project, "repro")
     good = workspace_state(project)
 
     params = project / "params.yaml"
@@ -193,9 +191,8 @@ def test_bad_params_a_failed_download_and_ctrl_c_keep_the_last_good_results(proj
 
 @pytest.mark.slow
 def test_bench_measures_stages_in_a_copy_without_the_network(project, monkeypatch, capsys):
-    from pipeline.commands.bench import command as bench
+    from pipeline.commands.bench import stages as bench
 
-    dvc(project, "repro")
     good = workspace_state(project)
     monkeypatch.chdir(project)
     monkeypatch.delenv("MNIST_MIRROR")
@@ -222,9 +219,8 @@ def verify(project: Path, *options: str, **environment: str) -> subprocess.Compl
 def test_a_pushed_model_is_pulled_into_a_fresh_clone_and_verified_without_retraining(project, tmp_path):
     """docs/experiments.md, "Sharing results": push from one clone, pull into another, verify there from evaluate on."""
     dvc(project, "remote", "add", "--default", "team", str(tmp_path / "remote"))
-    dvc(project, "repro")
     git(project, "add", "-A")
-    git(project, "commit", "-qm", "results and the team's remote")
+    git(project, "commit", "-qm", "the team's remote")
     dvc(project, "push")
     subprocess.run(["git", "clone", "-q", str(project), str(tmp_path / "clone")], check=True)
     clone = tmp_path / "clone"
@@ -239,9 +235,6 @@ def test_a_pushed_model_is_pulled_into_a_fresh_clone_and_verified_without_retrai
 
 @pytest.mark.slow
 def test_verify_passes_on_a_rerun_and_finds_stale_code_before_rerunning(project):
-    dvc(project, "repro")
-    git(project, "add", "-A")
-    git(project, "commit", "-qm", "results")
     passed = verify(project)
     assert passed.returncode == 0, passed.stderr
     assert "verify: reproduced exactly" in passed.stdout and "differs" not in passed.stdout
@@ -259,9 +252,6 @@ def test_verify_passes_on_a_rerun_and_finds_stale_code_before_rerunning(project)
 
 @pytest.mark.slow
 def test_verify_judges_a_rerun_on_other_numerics_by_the_tolerance(project):
-    dvc(project, "repro")
-    git(project, "add", "-A")
-    git(project, "commit", "-qm", "results")
     other = verify(project, MNIST_NUMERICS="native", ATEN_CPU_CAPABILITY="default")
     verdict = (other.stdout if other.returncode == 0 else other.stderr).strip().splitlines()[-1]
     assert "other numerics, test accuracy" in verdict and "cpu_capability AVX2 -> DEFAULT" in verdict

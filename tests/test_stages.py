@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import pipeline_steps, run_pipeline, small_params, write_params
 
 from pipeline.lib.mnist import OFFICIAL_FILES
 from pipeline.stages import download, evaluate, preprocess, split, train
+
+from conftest import pipeline_steps, run_pipeline, small_params, write_params
 
 
 def test_all_stages_chain_on_synthetic_data(tmp_path, raw_dir, params_file, run_stage):

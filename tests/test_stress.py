@@ -8,8 +8,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import dvc
 from test_reproducibility import lock_outputs
+
+from conftest import dvc
 
 RUNS = int(os.environ.get("STRESS_RUNS", "0"))
 
@@ -17,7 +18,6 @@ RUNS = int(os.environ.get("STRESS_RUNS", "0"))
 @pytest.mark.skipif(RUNS < 2, reason="set STRESS_RUNS to the number of forced runs (at least 2)")
 @pytest.mark.slow
 def test_forced_runs_under_load_give_identical_outputs(project):
-    dvc(project, "repro")
     expected = lock_outputs(project)
     # A busy process beside half of the runs: the flake was seen in the full suite and alone.
     busy = None

@@ -11,7 +11,6 @@ import sys
 
 import pytest
 import yaml
-from conftest import PROJECT_ROOT, dvc, git
 
 from pipeline.commands.study.plan import Studies, load_studies, runs
 from pipeline.commands.study.results import (
@@ -23,6 +22,8 @@ from pipeline.commands.study.results import (
     summarize,
 )
 from pipeline.lib.params import ParamsError, read_params_file
+
+from conftest import PROJECT_ROOT, dvc, git
 
 PARAMS = read_params_file(PROJECT_ROOT / "params.yaml")
 FILES = MetricFiles(
@@ -161,7 +162,6 @@ def test_every_percentage_in_the_reading_of_the_studies_is_in_their_tables():
 
 @pytest.mark.slow
 def test_a_study_runs_through_the_queue_and_no_run_inherits_anothers_params(project):
-    dvc(project, "repro")
     declared = {
         "seeds": [0, 1, 2],
         "studies": {

@@ -6,7 +6,6 @@ import copy
 
 import pytest
 import torch
-from conftest import small_params, synthetic_digits
 
 from pipeline.lib import training
 from pipeline.lib.augment import Augmenter
@@ -15,6 +14,8 @@ from pipeline.lib.errors import PipelineError
 from pipeline.lib.model import build_model
 from pipeline.lib.params import Augment, Params
 from pipeline.lib.training import Dataset, TrainingDiverged, evaluate, train
+
+from conftest import small_params, synthetic_digits
 
 NO_AUGMENT = {"rotation_degrees": 0.0, "shift_pixels": 0.0, "scale": 0.0, "elastic_alpha": 0.0}
 
@@ -183,7 +184,7 @@ def test_non_finite_validation_data_is_named_before_any_update():
 
 def test_non_finite_validation_loss_after_an_epoch_stops_with_one_line(monkeypatch):
     params = Params.model_validate(small_params(train={"epochs": 1}))
-    measured = iter([(2.3, 0.1), (2.3, 0.1), (float("nan"), 0.1)])  # epoch 0: val, train; epoch 1: val
+    measured = iter([(2.3, 0.1), (2.3, 0.1), (float("nan"), 0.1), (2.3, 0.1)])  # val, train per epoch
     monkeypatch.setattr(training, "evaluate", lambda *_: next(measured))
     with pytest.raises(
         TrainingDiverged, match=r"^training diverged: validation loss nan at epoch 1 with lr 0.001: lower"

@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,28 +27,54 @@ def temporary_path(final: Path) -> Path:
 @contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temporary sibling of `final` (file or folder); rename it to `final` on success."""
-    final = Path(final)
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise PipelineError(f"cannot create folder {final.parent}: {error.strerror}; check its permissions") from None
-    temporary = temporary_path(final)
-    _remove(temporary)
-    try:
+    with atomic_paths(final) as (temporary,):
         yield temporary
-        _remove(final)
-        os.replace(temporary, final)
-    except PermissionError:
-        raise PipelineError(f"cannot write {final}: permission denied; make {final.parent} writable") from None
-    finally:
-        _remove(temporary)
 
 
 @contextmanager
 def atomic_paths(*finals: Path) -> Iterator[tuple[Path, ...]]:
-    """atomic_path for several outputs: all are renamed into place together, once the block succeeds."""
-    with ExitStack() as stack:
-        yield tuple(stack.enter_context(atomic_path(final)) for final in finals)
+    """Temporary siblings of several outputs, renamed into place together once the block succeeds:
+    if one rename fails, the outputs already replaced are put back, so all change or none does."""
+    finals = tuple(Path(final) for final in finals)
+    temporaries = tuple(temporary_path(final) for final in finals)
+    for final, temporary in zip(finals, temporaries):
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise PipelineError(
+                f"cannot create folder {final.parent}: {error.strerror}; check its permissions"
+            ) from None
+        _remove(temporary)
+    try:
+        yield temporaries
+        _replace_all(finals, temporaries)
+    except PermissionError as error:
+        raise PipelineError(f"cannot write {error.filename}: permission denied; make its folder writable") from None
+    finally:
+        for temporary in temporaries:
+            _remove(temporary)
+
+
+def _replace_all(finals: tuple[Path, ...], temporaries: tuple[Path, ...]) -> None:
+    """Move each final aside, rename its temporary over it; on any failure undo every step taken."""
+    aside = [final.with_name(f".{final.name}.replaced") for final in finals]
+    moved, placed = [], []
+    try:
+        for final, temporary, old in zip(finals, temporaries, aside):
+            _remove(old)
+            if final.exists() or final.is_symlink():
+                os.replace(final, old)
+                moved.append((final, old))
+            os.replace(temporary, final)
+            placed.append(final)
+    except BaseException:
+        for final in reversed(placed):
+            _remove(final)
+        for final, old in reversed(moved):
+            os.replace(old, final)
+        raise
+    for _, old in moved:
+        _remove(old)
 
 
 @contextmanager

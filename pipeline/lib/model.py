@@ -1,38 +1,22 @@
-"""The network (an MLP, or the same head behind LeNet-style convolutions), its initializations,
-and the self-describing model file.
-
-The model file holds only tensors, numbers, strings and lists, so it loads
-with `torch.load(..., weights_only=True)`: opening a file never runs its code.
-"""
+"""The network: an MLP, or the same head behind LeNet-style convolutions, its initializations, and
+what the stages read out of it (probabilities, hidden activations, first-layer weights).
+The model file that stores it is model_file.py's."""
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import math
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from pipeline.lib.atomic import write_bytes
-from pipeline.lib.errors import PipelineError
 from pipeline.lib.mnist import CLASS_NAMES, IMAGE_SIDE
-from pipeline.lib.normalization import Normalization
 from pipeline.lib.params import Model as ModelParams
 
 INPUT_SIZE = IMAGE_SIDE * IMAGE_SIDE
 # Two blocks of 5x5 convolution (no padding) and 2x2 max-pooling take 28x28 to 16 maps of 4x4.
 CONV_CHANNELS, CONV_KERNEL, CONV_FEATURES = (6, 16), 5, 16 * 4 * 4
-FORMAT_VERSION = 3
-# What the network's input means, stated in every model file for whoever loads or exports it:
-# the normalization in the same file turns these raw pixels into what the first layer saw.
-INPUT_CONVENTION = {"shape": [IMAGE_SIDE, IMAGE_SIDE], "ink": "white digit on black", "pixel_range": [0, 255]}
 ACTIVATIONS = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
@@ -128,90 +112,3 @@ def first_layer_weights(network: nn.Sequential) -> np.ndarray:
     """(units, side * side): each first weighted layer's unit (or convolution kernel), viewable as a square image."""
     first = weighted_layers(network)[0]
     return first.weight.detach().cpu().reshape(first.weight.shape[0], -1).numpy()
-
-
-def save_model(path: Path, model: nn.Module, params: ModelParams, normalization: Normalization) -> None:
-    """Weights, architecture, normalization statistics and class names in one file."""
-    payload = {
-        "format_version": FORMAT_VERSION,
-        "architecture": params.model_dump(),
-        "state_dict": {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()},
-        "normalization": {
-            "mode": normalization.mode,
-            "mean": torch.from_numpy(normalization.mean),
-            "std": torch.from_numpy(normalization.std),
-        },
-        "class_names": list(CLASS_NAMES),
-        "input": INPUT_CONVENTION,
-    }
-    payload["sha256"] = fingerprint(payload)
-    # Saving through a buffer keeps the archive's internal name fixed ("archive"), so equal
-    # models give equal bytes whatever the file is called.
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    write_bytes(path, buffer.getvalue())
-
-
-def fingerprint(payload: dict) -> str:
-    """SHA-256 of everything in a model file but the fingerprint itself: detects changed bytes."""
-    digest = hashlib.sha256()
-
-    def feed(value: object) -> None:
-        if isinstance(value, torch.Tensor):
-            digest.update(str((value.dtype, tuple(value.shape))).encode())
-            digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-        elif isinstance(value, dict):
-            for key in sorted(value):
-                digest.update(str(key).encode())
-                feed(value[key])
-        else:
-            digest.update(json.dumps(value, sort_keys=True).encode())
-
-    feed({key: value for key, value in payload.items() if key != "sha256"})
-    return digest.hexdigest()
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """A model file opened safely: the network in eval mode and the standardization it expects."""
-
-    network: nn.Sequential
-    architecture: ModelParams
-    normalization: Normalization
-    class_names: list[str]
-
-
-def load_model(path: Path) -> LoadedModel:
-    path = Path(path)
-    try:
-        with warnings.catch_warnings():  # torch warns about foreign pickles; the error below says enough
-            warnings.simplefilter("ignore")
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise PipelineError(f"{path} not found: run the train stage first (dvc repro train)") from None
-    except Exception as error:  # noqa: BLE001 - torch.load raises many types on foreign bytes
-        reason = (
-            "it holds code or objects that safe loading refuses"
-            if "weights_only" in str(error)
-            else "it is not a model file"
-        )
-        raise PipelineError(f"{path} cannot be loaded safely ({reason}): retrain with dvc repro train") from None
-    try:
-        if payload["format_version"] != FORMAT_VERSION or payload["input"] != INPUT_CONVENTION:
-            raise ValueError("format version")
-        if payload["sha256"] != fingerprint(payload):
-            raise PipelineError(
-                f"{path} fails its integrity check (its bytes changed after training): retrain with dvc repro train"
-            )
-        architecture = ModelParams.model_validate(payload["architecture"])
-        network = build_model(architecture)
-        network.load_state_dict(payload["state_dict"])
-        stats = payload["normalization"]
-        normalization = Normalization(stats["mode"], stats["mean"].numpy(), stats["std"].numpy())
-        class_names = list(payload["class_names"])
-    except (KeyError, TypeError, ValueError, RuntimeError):
-        raise PipelineError(
-            f"{path} is not a model file of this pipeline (format {FORMAT_VERSION}): retrain with dvc repro train"
-        ) from None
-    network.eval()
-    return LoadedModel(network, architecture, normalization, class_names)

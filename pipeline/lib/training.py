@@ -2,7 +2,7 @@
 
 No DataLoader and no per-sample transforms: each epoch shuffles index
 tensors, slices batches, and augments whole batches on the training device.
-Each batch is forward, loss, backward, step, written out in `_train_epoch`.
+Each batch is zero_grad, the step (forward, loss, backward), optimizer step, in `_train_epoch`.
 """
 
 from __future__ import annotations
@@ -148,6 +148,76 @@ def evaluate(model: nn.Module, data: Dataset, loss_name: str = "cross_entropy") 
     return total_loss.item() / n, correct.item() / n
 
 
+@dataclass(frozen=True)
+class Measurement:
+    """Loss and accuracy of a clean pass (eval mode, no augmentation) over training and validation sets."""
+
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+
+
+def measure(model: nn.Module, train_data: Dataset, val_data: Dataset, loss_name: str) -> Measurement:
+    """Where the model stands: a pure function of its weights and the data."""
+    val_loss, val_accuracy = evaluate(model, val_data, loss_name)
+    train_loss, train_accuracy = evaluate(model, train_data, loss_name)
+    return Measurement(
+        train_loss=train_loss, train_accuracy=train_accuracy, val_loss=val_loss, val_accuracy=val_accuracy
+    )
+
+
+def check_validation_loss(val_loss: float, epoch: int, lr: float) -> None:
+    """A non-finite validation loss before any update is bad data; after one, divergence."""
+    if math.isfinite(val_loss):
+        return
+    if epoch == 0:
+        raise PipelineError(
+            f"validation loss is {val_loss} before any update: the validation arrays hold "
+            "non-finite values; rerun preprocess and split"
+        )
+    raise TrainingDiverged(
+        f"training diverged: validation loss {val_loss} at epoch {epoch} with lr {lr:g}: lower train.optimizer.lr"
+    )
+
+
+Step = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def make_step(model: nn.Module, params: Train) -> Step:
+    """The backward pass `params.backward` names, chosen once: (batch, labels) -> (loss, logits)
+    with the gradients in place. Penalties are autograd's only (params.py refuses them with manual)."""
+    if params.backward == "manual":
+        return lambda batch, labels: loss_and_gradients(model, batch, labels)
+    criterion = loss_function(params.loss)
+
+    def autograd_step(batch: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = model(batch)
+        loss = criterion(logits, labels)
+        (loss + weight_penalty(model, params.l1, params.l2)).backward()
+        return loss, logits
+
+    return autograd_step
+
+
+@dataclass
+class Loop:
+    """What one epoch of training needs, built once per run."""
+
+    model: nn.Module
+    data: Dataset
+    batch_size: int
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    augmenter: Augmenter | None
+    generator: torch.Generator
+    step: Step
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+
 def train(
     model: nn.Module,
     train_data: Dataset,
@@ -162,45 +232,46 @@ def train(
     points), so two epochs often tie on it, and noise, not the model, would pick between them.
 
     `background` is the standardized value of a black pixel, what augmentation shifts in.
-    `on_epoch` sees epoch 0 (the untouched model, as the Keras lecture shows it; docs/sources.md) and then every epoch.
+    `on_epoch` sees epoch 0 (the untouched model, as the Keras lecture shows it; docs/sources.md)
+    and then every epoch.
     """
     device = train_data.inputs.device
     generator = torch.Generator(device=device).manual_seed(params.seed)
     augmenter = Augmenter(params.augment, background.to(device), generator) if params.augment.enabled else None
     optimizer = make_optimizer(model, params)
-    scheduler = make_schedule(optimizer, params, steps_per_epoch=-(-len(train_data.labels) // params.batch_size))
+    steps_per_epoch = -(-len(train_data.labels) // params.batch_size)
+    loop = Loop(
+        model=model,
+        data=train_data,
+        batch_size=params.batch_size,
+        optimizer=optimizer,
+        scheduler=make_schedule(optimizer, params, steps_per_epoch),
+        augmenter=augmenter,
+        generator=generator,
+        step=make_step(model, params),
+    )
 
-    def measured(epoch: int, lr: float, batches: tuple[float | None, float | None], started: float) -> EpochResult:
-        val_loss, val_accuracy = evaluate(model, val_data, params.loss)
-        if not math.isfinite(val_loss) and epoch == 0:
-            raise PipelineError(
-                f"validation loss is {val_loss} before any update: the validation arrays hold "
-                "non-finite values; rerun preprocess and split"
-            )
-        if not math.isfinite(val_loss):
-            raise TrainingDiverged(
-                f"training diverged: validation loss {val_loss} at epoch {epoch} with lr {lr:g}: "
-                "lower train.optimizer.lr"
-            )
-        train_loss, train_accuracy = evaluate(model, train_data, params.loss)
+    def finished(epoch: int, lr: float, started: float, batch_loss: float | None, batch_accuracy: float | None):
+        measured = measure(model, train_data, val_data, params.loss)
+        check_validation_loss(measured.val_loss, epoch, lr)
         outcome = EpochResult(
-            epoch, train_loss, train_accuracy, val_loss, val_accuracy, *batches, lr, time.perf_counter() - started
+            epoch=epoch,
+            **vars(measured),
+            batch_loss=batch_loss,
+            batch_accuracy=batch_accuracy,
+            lr=lr,
+            seconds=time.perf_counter() - started,
         )
         on_epoch(outcome)
         return outcome
 
-    result = TrainResult(
-        best_epoch=0,
-        best_state={},
-        initial=measured(0, optimizer.param_groups[0]["lr"], (None, None), time.perf_counter()),
-    )
+    result = TrainResult(best_epoch=0, best_state={}, initial=finished(0, loop.lr, time.perf_counter(), None, None))
     best_loss, epochs_without_gain = math.inf, 0
     for epoch in range(1, params.epochs + 1):
-        started = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
+        started, lr = time.perf_counter(), loop.lr
         model.train()
-        batches = _train_epoch(model, train_data, params, optimizer, scheduler, augmenter, generator, epoch)
-        outcome = measured(epoch, lr, batches, started)
+        batch_loss, batch_accuracy = _train_epoch(loop, epoch)
+        outcome = finished(epoch, lr, started, batch_loss, batch_accuracy)
         result.history.append(outcome)
         if outcome.val_loss < best_loss:
             best_loss, epochs_without_gain = outcome.val_loss, 0
@@ -213,49 +284,35 @@ def train(
     return result
 
 
-def _train_epoch(
-    model: nn.Module,
-    data: Dataset,
-    params: Train,
-    optimizer: torch.optim.Optimizer,
-    scheduler,
-    augmenter: Augmenter | None,
-    generator: torch.Generator,
-    epoch: int,
-) -> tuple[float, float]:
+def _train_epoch(loop: Loop, epoch: int) -> tuple[float, float]:
     """One pass over shuffled batches; returns (mean loss, accuracy) over the batches as trained on.
 
     The hot loop: one gather per batch instead of a shuffled copy of the whole set, one host
     sync per step (the loss value, needed to stop on divergence before the weights change),
     and predictions stored for one accuracy count per epoch.
     """
-    criterion = loss_function(params.loss)
-    n, batch_size = len(data.labels), params.batch_size
-    order = torch.randperm(n, device=data.inputs.device, generator=generator)
+    data, batch_size = loop.data, loop.batch_size
+    n = len(data.labels)
+    order = torch.randperm(n, device=data.inputs.device, generator=loop.generator)
     shuffled_labels = data.labels[order]
     predictions = torch.empty_like(shuffled_labels)
     loss_sum = 0.0
     for step, start in enumerate(range(0, n, batch_size), start=1):
         batch = data.inputs[order[start : start + batch_size]]
         labels = shuffled_labels[start : start + batch_size]
-        if augmenter is not None:
-            batch = augmenter(batch)
-        optimizer.zero_grad(set_to_none=True)
-        if params.backward == "manual":
-            loss, logits = loss_and_gradients(model, batch, labels)
-        else:
-            logits = model(batch)
-            loss = criterion(logits, labels)
-            (loss + weight_penalty(model, params.l1, params.l2)).backward()
+        if loop.augmenter is not None:
+            batch = loop.augmenter(batch)
+        loop.optimizer.zero_grad(set_to_none=True)
+        loss, logits = loop.step(batch, labels)
         value = loss.item()
         if not math.isfinite(value) or value > EXPLODED_LOSS:
             raise TrainingDiverged(
-                f"training diverged: loss {value:.3g} at epoch {epoch}, step {step} with lr "
-                f"{optimizer.param_groups[0]['lr']:g}: lower train.optimizer.lr"
+                f"training diverged: loss {value:.3g} at epoch {epoch}, step {step} with lr {loop.lr:g}: "
+                "lower train.optimizer.lr"
             )
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
+        loop.optimizer.step()
+        if loop.scheduler is not None:
+            loop.scheduler.step()
         loss_sum += value * len(labels)
         torch.argmax(logits.detach(), 1, out=predictions[start : start + batch_size])
     return loss_sum / n, (predictions == shuffled_labels).float().mean().item()

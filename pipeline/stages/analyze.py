@@ -15,7 +15,8 @@ from pipeline.lib.cli import PATH, run_stage, stage_command
 from pipeline.lib.figures import save_figure
 from pipeline.lib.metrics import classification_report, confusion, most_confused_pairs
 from pipeline.lib.mnist import CLASS_NAMES
-from pipeline.lib.model import CONV_FEATURES, CONV_KERNEL, first_layer_weights, last_hidden, load_model
+from pipeline.lib.model import CONV_FEATURES, CONV_KERNEL, first_layer_weights, last_hidden
+from pipeline.lib.model_file import load_model
 from pipeline.lib.params import Params
 from pipeline.lib.storage import read_array, read_pair
 

@@ -12,7 +12,8 @@ import click
 from pipeline.lib.atomic import atomic_paths, write_array, write_bytes, write_json
 from pipeline.lib.cli import PATH, run_stage, stage_command
 from pipeline.lib.metrics import classification_report
-from pipeline.lib.model import load_model, probabilities
+from pipeline.lib.model import probabilities
+from pipeline.lib.model_file import load_model
 from pipeline.lib.params import Params
 from pipeline.lib.storage import read_pair
 

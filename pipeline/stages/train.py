@@ -15,7 +15,8 @@ from pipeline.lib.atomic import atomic_paths, replaced_in_place, write_json
 from pipeline.lib.cli import PATH, run_stage, stage_command
 from pipeline.lib.device import make_deterministic, numerics_fingerprint, resolve_device
 from pipeline.lib.figures import learning_curves, save_figure
-from pipeline.lib.model import build_model, save_model
+from pipeline.lib.model import build_model
+from pipeline.lib.model_file import save_model
 from pipeline.lib.normalization import Normalization
 from pipeline.lib.params import Params
 from pipeline.lib.training import Dataset, EpochResult, TrainResult, train

@@ -20,7 +20,7 @@ from torch import nn
 from pipeline.lib.atomic import atomic_paths
 from pipeline.lib.cli import PATH, user_command
 from pipeline.lib.layout import stage_path
-from pipeline.lib.model import INPUT_CONVENTION, load_model
+from pipeline.lib.model_file import INPUT_CONVENTION, load_model
 from pipeline.lib.normalization import Normalization
 
 ONNX_NAME, TORCHSCRIPT_NAME = "model.onnx", "model.torchscript.pt"

@@ -20,7 +20,8 @@ from pipeline.lib.cli import PATH, user_command
 from pipeline.lib.errors import PipelineError
 from pipeline.lib.layout import stage_path
 from pipeline.lib.mnist import read_idx
-from pipeline.lib.model import load_model, probabilities
+from pipeline.lib.model import probabilities
+from pipeline.lib.model_file import load_model
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 TOP = 3

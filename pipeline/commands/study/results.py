@@ -19,16 +19,33 @@ from pipeline.lib.figures import plt
 
 NO_RESULTS = "No study has been run with today's code yet.\n"
 
-# name -> how a record shows it; the first is the one the study is judged by
+
+@dataclass(frozen=True)
+class Measure:
+    """One column of a study's table: where each run records it, and how the table shows it."""
+
+    label: str
+    source: str  # "evaluation" or "training_summary" (metrics dvc exp show lists), "timing" (the run's commit)
+    key: str  # dotted path inside that file
+    shown: str  # "percent", "loss" or "count"
+
+    def format(self, mean: float, std: float) -> str:
+        if self.shown == "percent":
+            return f"{mean:.2%} ± {std * 100:.2f}"
+        if self.shown == "loss":
+            return f"{mean:.4f} ± {std:.4f}"
+        return f"{mean:.1f} ± {std:.1f}"
+
+
+# Every measure of a study, in table order; the first is the one the arms are compared by.
 MEASURES = {
-    "test_accuracy": "test acc.",
-    "test_loss": "test loss",
-    "train_accuracy": "train acc. (kept epoch)",
-    "val_accuracy": "val. acc. (kept epoch)",
-    "kept_epoch": "kept epoch",
-    "train_seconds": "training s",
+    "test_accuracy": Measure("test acc.", "evaluation", "test.accuracy", "percent"),
+    "test_loss": Measure("test loss", "evaluation", "test.loss", "loss"),
+    "train_accuracy": Measure("train acc. (kept epoch)", "training_summary", "train.accuracy", "percent"),
+    "val_accuracy": Measure("val. acc. (kept epoch)", "training_summary", "val.accuracy", "percent"),
+    "kept_epoch": Measure("kept epoch", "training_summary", "kept_epoch", "count"),
+    "train_seconds": Measure("training s", "timing", "train_seconds", "count"),
 }
-PERCENT = {"test_accuracy", "train_accuracy", "val_accuracy"}
 
 
 @dataclass(frozen=True)
@@ -77,16 +94,20 @@ def _revisions(shown: list[dict]) -> Iterator[dict]:
 
 
 def measures(row: Mapping, files: MetricFiles, read: ReadFile) -> dict[str, float]:
+    """Every MEASURES value of one experiment."""
     metrics = row["data"]["metrics"]
-    evaluation, summary = metrics[files.evaluation]["data"]["test"], metrics[files.training_summary]["data"]
-    return {
-        "test_accuracy": evaluation["accuracy"],
-        "test_loss": evaluation["loss"],
-        "train_accuracy": summary["train"]["accuracy"],
-        "val_accuracy": summary["val"]["accuracy"],
-        "kept_epoch": summary["kept_epoch"],
-        "train_seconds": json.loads(read(row["rev"], files.timing))["train_seconds"],
+    loaded = {
+        "evaluation": metrics[files.evaluation]["data"],
+        "training_summary": metrics[files.training_summary]["data"],
+        "timing": json.loads(read(row["rev"], files.timing)),
     }
+    values = {}
+    for name, measure in MEASURES.items():
+        value = loaded[measure.source]
+        for part in measure.key.split("."):
+            value = value[part]
+        values[name] = value
+    return values
 
 
 def curve(row: Mapping, files: MetricFiles, read: ReadFile) -> list[float]:
@@ -137,7 +158,13 @@ def compare_to_first(results: list[ArmResult]) -> list[ArmResult]:
 
 
 def markdown_table(name: str, study: Study, results: list[ArmResult], commit: str) -> str:
-    header = ["arm", "seeds", *MEASURES.values(), f"vs {results[0].arm}", "source reports"]
+    header = [
+        "arm",
+        "seeds",
+        *(measure.label for measure in MEASURES.values()),
+        f"vs {results[0].arm}",
+        "source reports",
+    ]
     lines = [
         f"**{name}**: {study.question} Source: {study.source}. Measured on top of commit `{commit[:7]}`.",
         "",
@@ -146,20 +173,12 @@ def markdown_table(name: str, study: Study, results: list[ArmResult], commit: st
     ]
     for result in results:
         if result.runs:
-            cells = [_format(key, result.mean[key], result.std[key]) for key in MEASURES]
+            cells = [measure.format(result.mean[key], result.std[key]) for key, measure in MEASURES.items()]
         else:
             cells = ["-"] * len(MEASURES)
         seeds = f"{result.runs}" + (f" ({len(result.failed)} failed)" if result.failed else "")
         lines.append("| " + " | ".join([result.arm, seeds, *cells, _versus(result), _reported(result.reported)]) + " |")
     return "\n".join(lines) + "\n"
-
-
-def _format(key: str, mean: float, std: float) -> str:
-    if key in PERCENT:
-        return f"{mean:.2%} ± {std * 100:.2f}"
-    if key == "test_loss":
-        return f"{mean:.4f} ± {std:.4f}"
-    return f"{mean:.1f} ± {std:.1f}"
 
 
 def _versus(result: ArmResult) -> str:
