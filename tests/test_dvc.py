@@ -12,6 +12,7 @@ import yaml
 
 from pipeline.__main__ import cli
 from pipeline.lib.layout import stage_path, stages
+from pipeline.lib.staleness import declared_path
 
 from conftest import PROJECT_ROOT, dvc, git
 
@@ -138,9 +139,7 @@ def test_repro_then_noop_then_experiment_reruns_only_training(fresh_project):
 
 def test_only_results_are_metrics():
     """dvc exp show and dvc metrics diff show results: not seconds, not statistics of the data."""
-    metrics = {
-        next(iter(m)) if isinstance(m, dict) else m for stage in DVC_YAML.values() for m in stage.get("metrics", [])
-    }
+    metrics = {declared_path(m) for stage in DVC_YAML.values() for m in stage.get("metrics", [])}
     assert metrics == {
         stage_path("evaluate", "--metrics").as_posix(),
         (stage_path("train", "--live") / "metrics.json").as_posix(),

@@ -40,14 +40,21 @@ def file_md5(path: str) -> str | None:
         return None
 
 
+def declared_path(entry: str | dict) -> str:
+    """An output as dvc.yaml declares it: a plain path or {path: flags}."""
+    return next(iter(entry)) if isinstance(entry, dict) else entry
+
+
 def produced_paths(stages: Mapping[str, dict]) -> set[str]:
-    """Every output path declared in dvc.yaml's stages (plain paths or {path: flags})."""
-    outs = (
-        out
-        for stage in stages.values()
-        for out in (*stage.get("outs", []), *stage.get("metrics", []), *stage.get("plots", []))
-    )
-    return {next(iter(out)) if isinstance(out, dict) else out for out in outs}
+    """Every output path declared in dvc.yaml's stages (outs, metrics and plots)."""
+    kinds = ("outs", "metrics", "plots")
+    return {declared_path(out) for stage in stages.values() for kind in kinds for out in stage.get(kind, [])}
+
+
+def source_stages(stages: Mapping[str, dict]) -> list[str]:
+    """The stages that read no other stage's output: those that bring data in (the download)."""
+    produced = produced_paths(stages)
+    return [name for name, stage in stages.items() if not any(dep in produced for dep in stage.get("deps", []))]
 
 
 def locked_hashes(entries: list[dict]) -> dict[str, str | None]:

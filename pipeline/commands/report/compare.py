@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from pipeline.lib.staleness import Staleness, find_stale, locked_hashes, produced_paths
+from pipeline.lib.staleness import Staleness, declared_path, find_stale, locked_hashes, produced_paths, source_stages
 
 
 @dataclass(frozen=True)
@@ -43,11 +43,7 @@ def compared(base: Mapping[str, object], head: Mapping[str, object]) -> list[Row
 
 def metric_paths(stages: Mapping[str, dict]) -> list[str]:
     """The files dvc.yaml declares as metrics, in pipeline order."""
-    return [
-        next(iter(out)) if isinstance(out, dict) else out
-        for stage in stages.values()
-        for out in stage.get("metrics", [])
-    ]
+    return [declared_path(out) for stage in stages.values() for out in stage.get("metrics", [])]
 
 
 def metrics_of(paths: list[str], read: Callable[[str], str | None]) -> dict[str, object]:
@@ -62,9 +58,7 @@ def metrics_of(paths: list[str], read: Callable[[str], str | None]) -> dict[str,
 
 def source_outputs(stages: Mapping[str, dict]) -> list[tuple[str, str]]:
     """(stage, output) of the stages that read no other stage's output: the raw data they bring in."""
-    produced = produced_paths(stages)
-    sources = [name for name, stage in stages.items() if not any(dep in produced for dep in stage.get("deps", []))]
-    return [(name, path) for name in sources for path in sorted(produced_paths({name: stages[name]}))]
+    return [(name, path) for name in source_stages(stages) for path in sorted(produced_paths({name: stages[name]}))]
 
 
 def changes_since(base_lock: dict, head_lock: dict, stages: Mapping[str, dict]) -> Staleness:

@@ -13,7 +13,7 @@ import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from pipeline.lib.staleness import find_stale, locked_hashes, produced_paths
+from pipeline.lib.staleness import find_stale, locked_hashes, source_stages
 
 
 class Verdict(enum.Enum):
@@ -70,14 +70,14 @@ def judge(
 ) -> Report:
     """The verdict on a rerun of every stage, given both dvc.lock files and both runs' records.
     `measurements` are outputs that hold seconds and numerics, not results: never compared."""
-    produced = produced_paths(stages)
     old_stages, new_stages = committed_lock.get("stages", {}), reproduced_lock.get("stages", {})
     old, new, sources = {}, {}, set()
-    for name, stage in stages.items():
+    bringing_data = source_stages(stages)
+    for name in stages:
         outs = locked_hashes(old_stages.get(name, {}).get("outs", []))
         old |= outs
         new |= locked_hashes(new_stages.get(name, {}).get("outs", []))
-        if not any(dep in produced for dep in stage.get("deps", [])):  # reads no other stage's output
+        if name in bringing_data:
             sources |= outs.keys()
     compared = sorted((old.keys() | new.keys()) - measurements)
     differing = [path for path in compared if old.get(path) != new.get(path)]
