@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import configparser
 import functools
 import hashlib
 import http.server
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
+from filelock import FileLock
 
 from pipeline.lib.fetch import MIRROR_VARIABLE, mirrors_from_environment
 from pipeline.lib.mnist import OFFICIAL_FILES, SPLIT_FILES
@@ -28,6 +30,8 @@ from pipeline.stages import analyze, evaluate, preprocess, split, train
 from idx_writer import write_idx_gz
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_DVC_CONFIG = configparser.ConfigParser()
+PROJECT_DVC_CONFIG.read(PROJECT_ROOT / ".dvc/config")
 
 
 def local_mnist() -> Path | None:
@@ -184,28 +188,39 @@ def new_project(folder: Path) -> Path:
     git(project, "config", "user.name", "test")
     dvc(project, "init", "-q")
     dvc(project, "config", "core.analytics", "false")
+    dvc(project, "config", "cache.type", PROJECT_DVC_CONFIG["cache"]["type"])  # as the project links its data
     git(project, "add", "-A")
     git(project, "commit", "-qm", "init")
     return project
 
 
-@pytest.fixture
-def fresh_project(tmp_path, shared_mnist, monkeypatch) -> Path:
-    """A new project on real MNIST (MNIST_MIRROR set) in which no stage has run yet."""
-    monkeypatch.setenv("MNIST_MIRROR", str(shared_mnist))
-    return new_project(tmp_path / "project")
-
-
-@pytest.fixture(scope="session")
-def reproduced_project(tmp_path_factory, shared_mnist) -> Path:
-    """One project after `dvc repro` on real MNIST, results committed: built once per test session."""
+def reproduce(project_parent: Path, mnist: Path) -> Path:
+    """A new project in `project_parent` after `dvc repro` on real MNIST, results committed; the
+    repro's output beside it in repro.log."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MNIST_MIRROR", str(shared_mnist))
-        project = new_project(tmp_path_factory.mktemp("reproduced") / "project")
-        dvc(project, "repro")
+        patch.setenv("MNIST_MIRROR", str(mnist))
+        project = new_project(project_parent / "project")
+        (project_parent / "repro.log").write_text(dvc(project, "repro"))  # what tests/test_dvc.py checks
         git(project, "add", "-A")
         git(project, "commit", "-qm", "results")
     return project
+
+
+@pytest.fixture(scope="session")
+def reproduced_project(tmp_path_factory, shared_mnist, worker_id) -> Path:
+    """One project after `dvc repro` on real MNIST, built once per test session: with pytest-xdist,
+    the first worker to ask builds it in the session's folder and the others wait for it."""
+    if worker_id == "master":
+        return reproduce(tmp_path_factory.mktemp("reproduced"), shared_mnist)
+    session = tmp_path_factory.getbasetemp().parent  # shared by this session's workers
+    with FileLock(session / "reproduced.lock"):
+        built = session / "reproduced"
+        if not (built / "repro.log").exists():
+            if built.exists():
+                shutil.rmtree(built)  # a worker that failed midway
+            built.mkdir()
+            reproduce(built, shared_mnist)
+    return built / "project"
 
 
 @pytest.fixture

@@ -227,3 +227,31 @@ def test_a_study_runs_through_the_queue_and_no_run_inherits_anothers_params(proj
         == f"error: pipeline/lib/training.py changed since {baseline}: its experiments no longer stand "
         "for HEAD; rerun the studies"
     )
+
+
+def test_errors_in_a_studies_file_name_that_file_and_line(tmp_path, invoke_in):
+    from pipeline.commands.study.command import main
+
+    broken = tmp_path / "mine.yaml"
+    broken.write_text("seeds: [0, 1, 2]\nstudies:\n  s: {question: q?\n")
+    code, stderr = invoke_in(main, tmp_path, "--studies", broken)
+    assert code == 1 and stderr.strip().splitlines() == [
+        f"error: {broken} is not valid YAML at line 3, column 18: fix the syntax there"
+    ]
+
+    declared = {"seeds": [0, 1, 2], "studies": {"s": {"question": "q?", "source": "s", "arms": {"a": {}, "b": {}}}}}
+    declared["studies"]["s"]["arms"]["b"] = {"params": {"train.optimiser.lr": 0.1}}
+    wrong_key = tmp_path / "wrong_key.yaml"
+    wrong_key.write_text(yaml.safe_dump(declared, sort_keys=False))
+    with pytest.raises(ParamsError) as raised:
+        runs(load_studies(wrong_key), [], PARAMS, wrong_key)
+    line = wrong_key.read_text().splitlines().index("      b:") + 1
+    assert str(raised.value) == f"{wrong_key}:{line}: study s, arm b: train.optimiser.lr is not a key of params.yaml"
+
+    declared["studies"]["s"]["arms"]["b"] = {"reported": 2}
+    wrong_value = tmp_path / "wrong_value.yaml"
+    wrong_value.write_text(yaml.safe_dump(declared, sort_keys=False))
+    with pytest.raises(ParamsError) as raised:
+        load_studies(wrong_value)
+    line = wrong_value.read_text().splitlines().index("        reported: 2") + 1
+    assert str(raised.value).startswith(f"{wrong_value}:{line}: studies.s.arms.b.reported: Input should be less than")

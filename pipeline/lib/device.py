@@ -39,10 +39,9 @@ def make_deterministic(seed: int) -> None:
     """Same seed, same numerics, same bytes: seeded RNGs and deterministic kernels (on CUDA too)."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.manual_seed(seed)
-    # What torch.use_deterministic_algorithms(True) sets, without its import of torch._inductor for
-    # a compiler flag this project never uses: the public call took 2.1-2.7 s on a 2-core AMD EPYC
-    # with torch 2.15.0, in every stage that trains or predicts. tests/test_numerics.py checks the switch.
-    torch._C._set_deterministic_algorithms(True)
+    # Its import of torch._inductor (2.9 s alone) costs the stages nothing measurable: torch imports it
+    # anyway on a stage's first optimizer or model load (docs/performance.md, "Start-up").
+    torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = False
     # oneDNN's CPU convolutions (the CNN, the elastic distortion) split their reductions by the
     # thread count; ATen's own run through MKL's GEMM, pinned (docs/reproducibility.md).

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -233,10 +233,19 @@ def load_params(path: Path = DEFAULT_PARAMS) -> Params:
 
 def read_params_file(path: Path = DEFAULT_PARAMS) -> dict:
     """The params file as plain YAML values, not yet validated."""
+    raw = read_yaml(path, fix="run from the project root or pass --params")
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path} must be a mapping of sections, like the committed params.yaml")
+    return raw
+
+
+def read_yaml(path: Path, fix: str) -> Any:
+    """A YAML file's values; a missing file, a syntax error or a key given twice is one ParamsError
+    naming the file (and line), `fix` saying what to do about a missing one."""
     try:
-        raw = yaml.load(Path(path).read_text(), Loader=_Loader)  # noqa: S506 (a SafeLoader)
+        return yaml.load(Path(path).read_text(), Loader=_Loader)  # noqa: S506 (a SafeLoader)
     except FileNotFoundError:
-        raise ParamsError(f"{path} not found: run from the project root or pass --params") from None
+        raise ParamsError(f"{path} not found: {fix}") from None
     except DuplicateKey as error:
         raise ParamsError(
             f"{path}: key {error.key!r} appears twice (line {error.mark.line + 1}): keep one of them"
@@ -245,9 +254,6 @@ def read_params_file(path: Path = DEFAULT_PARAMS) -> dict:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ParamsError(f"{path} is not valid YAML{where}: fix the syntax there") from None
-    if not isinstance(raw, dict):
-        raise ParamsError(f"{path} must be a mapping of sections, like the committed params.yaml")
-    return raw
 
 
 def describe(error: dict) -> str:

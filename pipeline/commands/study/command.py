@@ -122,7 +122,7 @@ def study(
 ) -> None:
     out = out or default_out(studies_file)
     studies = load_studies(studies_file)
-    planned = runs(studies, list(names), read_params_file())
+    planned = runs(studies, list(names), read_params_file(), studies_file)
     if baseline != "HEAD":
         if not collect_only:
             raise PipelineError("--baseline names the commit whose experiments to collect: use it with --collect-only")

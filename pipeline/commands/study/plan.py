@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,7 +16,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from pipeline.lib.params import Params, ParamsError, describe
+from pipeline.lib.params import Params, ParamsError, describe, read_yaml
 
 STUDIES_FILE = Path(__file__).with_name("studies.yaml")
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_]*$")]
@@ -59,14 +60,30 @@ class Run:
 
 
 def load_studies(path: Path = STUDIES_FILE) -> Studies:
+    """The declarations in `path`; any error is one line naming the file and the line of the fault."""
     try:
-        return Studies.model_validate(yaml.safe_load(Path(path).read_text()))
+        return Studies.model_validate(read_yaml(path, fix="pass --studies a file of study declarations"))
     except ValidationError as error:
-        raise ParamsError(f"{path}: {describe(error.errors()[0])}") from None
+        first = error.errors()[0]
+        raise ParamsError(f"{where_in(path, first['loc'])}: {describe(first)}") from None
 
 
-def runs(studies: Studies, names: list[str], base_params: dict) -> list[Run]:
-    """Every arm x seed of the named studies (all when none), each checked against Params before any runs."""
+def where_in(path: Path, keys: Sequence[str | int]) -> str:
+    """`path:line` of the deepest of the nested `keys` that the file's YAML holds."""
+    node, line = yaml.compose(Path(path).read_text()), 1
+    for key in keys:
+        if not isinstance(node, yaml.MappingNode):
+            break
+        found = next(((k, v) for k, v in node.value if k.value == str(key)), None)
+        if found is None:
+            break
+        line, node = found[0].start_mark.line + 1, found[1]
+    return f"{path}:{line}"
+
+
+def runs(studies: Studies, names: list[str], base_params: dict, path: Path | None = None) -> list[Run]:
+    """Every arm x seed of the named studies (all when none), each checked against Params before any
+    runs; an error names the arm's line in `path`, the file the studies were read from, if given."""
     unknown = sorted(set(names) - set(studies.studies))
     if unknown:
         raise ParamsError(f"no study named {', '.join(unknown)}: choose from {', '.join(studies.studies)}")
@@ -74,9 +91,12 @@ def runs(studies: Studies, names: list[str], base_params: dict) -> list[Run]:
     for study_name in names or list(studies.studies):
         study = studies.studies[study_name]
         for arm_name, arm in study.arms.items():
+            where = f"study {study_name}, arm {arm_name}"
+            if path is not None:
+                where = f"{where_in(path, ['studies', study_name, 'arms', arm_name])}: {where}"
             for seed in studies.seeds:
                 overrides = {**study.settings, **arm.params, "train.seed": seed}
-                check(overrides, base_params, f"study {study_name}, arm {arm_name}")
+                check(overrides, base_params, where)
                 planned.append(Run(study_name, arm_name, seed, overrides))
     return planned
 
@@ -90,9 +110,9 @@ def check(overrides: dict[str, Any], base_params: dict, where: str) -> None:
         for part in parents:
             section = section.get(part) if isinstance(section, dict) else None
         if not isinstance(section, dict) or leaf not in section:
-            raise ParamsError(f"{STUDIES_FILE.name}: {where}: {key} is not a key of params.yaml")
+            raise ParamsError(f"{where}: {key} is not a key of params.yaml")
         section[leaf] = value
     try:
         Params.model_validate(params)
     except ValidationError as error:
-        raise ParamsError(f"{STUDIES_FILE.name}: {where}: {describe(error.errors()[0])}") from None
+        raise ParamsError(f"{where}: {describe(error.errors()[0])}") from None
