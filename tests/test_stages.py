@@ -96,6 +96,11 @@ def test_download_stage_from_a_folder_mirror(tmp_path, params_file, run_stage, s
     assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == sorted(OFFICIAL_FILES)
 
 
+def preprocess_into(out: Path, stats: Path, raw: Path, params_file: Path, run_stage):
+    """preprocess with its outputs at `out` and `stats`, for the tests of unwritable outputs."""
+    return run_stage(preprocess.main, "--params", params_file, "--raw", raw, "--out", out, "--stats", stats)
+
+
 def assert_one_line_error(result, *fragments: str) -> None:
     """Exit status 1 and one line on stderr (progress lines before it go to stdout)."""
     assert result.exit_code == 1
@@ -152,17 +157,7 @@ def test_unwritable_output_folder(tmp_path, raw_dir, params_file, run_stage):
     else:
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
-    result = run_stage(
-        preprocess.main,
-        "--params",
-        params_file,
-        "--raw",
-        raw_dir,
-        "--out",
-        locked / "pre",
-        "--stats",
-        tmp_path / "s.json",
-    )
+    result = preprocess_into(locked / "pre", tmp_path / "s.json", raw_dir, params_file, run_stage)
     assert_one_line_error(result, str(locked), "permissions")
     assert not (tmp_path / "s.json").exists()
 
@@ -170,17 +165,7 @@ def test_unwritable_output_folder(tmp_path, raw_dir, params_file, run_stage):
 def test_output_in_place_of_a_file_is_reported(tmp_path, raw_dir, params_file, run_stage):
     """A path under a regular file cannot be created: the error says so in one line."""
     (tmp_path / "blocker").write_text("")
-    result = run_stage(
-        preprocess.main,
-        "--params",
-        params_file,
-        "--raw",
-        raw_dir,
-        "--out",
-        tmp_path / "blocker" / "pre",
-        "--stats",
-        tmp_path / "s.json",
-    )
+    result = preprocess_into(tmp_path / "blocker" / "pre", tmp_path / "s.json", raw_dir, params_file, run_stage)
     assert_one_line_error(result, "blocker")
 
 

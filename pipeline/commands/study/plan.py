@@ -91,17 +91,23 @@ def runs(studies: Studies, names: list[str], base_params: dict, path: Path | Non
     for study_name in names or list(studies.studies):
         study = studies.studies[study_name]
         for arm_name, arm in study.arms.items():
-            where = f"study {study_name}, arm {arm_name}"
-            if path is not None:
-                where = f"{where_in(path, ['studies', study_name, 'arms', arm_name])}: {where}"
-            for seed in studies.seeds:
-                overrides = {**study.settings, **arm.params, "train.seed": seed}
-                check(overrides, base_params, where)
-                planned.append(Run(study_name, arm_name, seed, overrides))
+            arm_runs = [
+                Run(study_name, arm_name, seed, {**study.settings, **arm.params, "train.seed": seed})
+                for seed in studies.seeds
+            ]
+            try:
+                for run in arm_runs:
+                    check(run.overrides, base_params)
+            except ParamsError as error:
+                where = f"study {study_name}, arm {arm_name}"
+                if path is not None:
+                    where = f"{where_in(path, ['studies', study_name, 'arms', arm_name])}: {where}"
+                raise ParamsError(f"{where}: {error}") from None
+            planned += arm_runs
     return planned
 
 
-def check(overrides: dict[str, Any], base_params: dict, where: str) -> None:
+def check(overrides: dict[str, Any], base_params: dict) -> None:
     """The params a run will have must validate, and every key must already exist in params.yaml."""
     params = copy.deepcopy(base_params)
     for key, value in overrides.items():
@@ -110,9 +116,9 @@ def check(overrides: dict[str, Any], base_params: dict, where: str) -> None:
         for part in parents:
             section = section.get(part) if isinstance(section, dict) else None
         if not isinstance(section, dict) or leaf not in section:
-            raise ParamsError(f"{where}: {key} is not a key of params.yaml")
+            raise ParamsError(f"{key} is not a key of params.yaml")
         section[leaf] = value
     try:
         Params.model_validate(params)
     except ValidationError as error:
-        raise ParamsError(f"{where}: {describe(error.errors()[0])}") from None
+        raise ParamsError(describe(error.errors()[0])) from None
