@@ -24,7 +24,7 @@ from filelock import FileLock
 from pipeline.lib.fetch import MIRROR_VARIABLE, mirrors_from_environment
 from pipeline.lib.mnist import OFFICIAL_FILES, SPLIT_FILES
 from pipeline.lib.params import Params
-from pipeline.lib.staleness import produced_paths
+from pipeline.lib.staleness import produced_paths, tracked_keys
 from pipeline.stages import analyze, evaluate, preprocess, split, train
 
 from idx_writer import write_idx_gz
@@ -324,7 +324,7 @@ def matching_lock(repo: Path) -> dict:
             for path in stage.get("deps", [])
         ]
         if stage.get("params"):
-            locked["params"] = {"params.yaml": {key: params[key] for key in stage["params"]}}
+            locked["params"] = {"params.yaml": {key: params[key] for key in tracked_keys(stage, params)}}
     return lock
 
 

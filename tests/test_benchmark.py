@@ -10,11 +10,13 @@ from click.testing import CliRunner
 from pipeline.commands.bench import timers
 from pipeline.commands.bench.command import main as bench
 from pipeline.commands.bench.speed import CANONICAL, FLOOR, PROJECT, other_backward, print_speed
+from pipeline.commands.bench.stages import train_elsewhere
 from pipeline.commands.bench.timers import Timing, best_of_interleaved, canonical_epoch, floor_epoch, project_epoch
+from pipeline.lib.layout import stage_path, stages
 from pipeline.lib.params import Params
 from pipeline.lib.training import Dataset
 
-from conftest import small_params
+from conftest import PROJECT_ROOT, small_params
 
 
 def test_repeats_run_in_rounds_keep_each_fastest_and_say_what_runs(capsys):
@@ -82,3 +84,12 @@ def test_cuda_table_without_a_gpu_stops_with_one_line():
     result = CliRunner().invoke(bench, ["--device", "cuda", "--skip-dvc"])
     assert result.exit_code != 0
     assert "--device is cuda but no CUDA GPU is visible: set --device to auto or cpu" in result.output
+
+
+def test_two_trainings_at_once_read_the_same_inputs_and_write_apart(monkeypatch):
+    monkeypatch.chdir(PROJECT_ROOT)
+    command = train_elsewhere("apart")
+    inputs = stages()["train"]["deps"]
+    given = [word for option, word in zip(command, command[1:]) if option.startswith("--")]
+    moved = [stage_path("train", option).as_posix() for option in ("--model", "--live", "--timing")]
+    assert [word for word in given if word not in inputs] == [f"apart/{path}" for path in moved]

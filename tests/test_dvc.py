@@ -93,7 +93,7 @@ def test_the_model_artifact_is_the_file_train_writes():
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_each_stage_depends_on_its_own_params_sections(stage):
-    expected = {"download": None, "train": ["model", "train"]}.get(stage, [stage])
+    expected = {"download": [{"params.yaml": None}], "train": ["model", "train"]}.get(stage, [stage])
     assert DVC_YAML[stage].get("params") == expected
 
 
@@ -102,7 +102,7 @@ def ran(output: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_repro_then_noop_then_experiment_reruns_only_training(project, reproduced_project):
+def test_repro_then_noop_then_experiment_checks_params_and_reruns_training(project, reproduced_project):
     assert ran((reproduced_project.parent / "repro.log").read_text()) == STAGES  # the project's first dvc repro
     metrics_file = stage_path("evaluate", "--metrics", project)
     metrics = json.loads((project / metrics_file).read_text())["test"]
@@ -111,8 +111,8 @@ def test_repro_then_noop_then_experiment_reruns_only_training(project, reproduce
     assert ran(dvc(project, "repro")) == []  # its results committed, and nothing changed since
 
     output = dvc(project, "exp", "run", "-S", "train.optimizer.lr=0.01")
-    assert ran(output) == ["train", "evaluate", "analyze"]
-    assert "didn't change, skipping" in output
+    assert ran(output) == ["download", "train", "evaluate", "analyze"]  # download: every params change is checked
+    assert "Stage 'preprocess' didn't change, skipping" in output  # the download kept its own files
     diff = dvc(project, "metrics", "diff", "--json")
     assert metrics_file.as_posix() in json.loads(diff)
     assert stage_path("train", "--timing").as_posix() not in json.loads(diff)  # seconds are no metric

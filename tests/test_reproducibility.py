@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -116,7 +117,10 @@ def test_killed_stages_rerun_to_the_same_results(project, slow_mirror, tmp_path)
     (tmp_path / "hooks/sitecustomize.py").write_text(PAUSE_BEFORE_RENAMING)
     expected = lock_outputs(project)
     for stage in STAGES:
-        env = os.environ | ({"MNIST_MIRROR": slow_mirror} if stage == "download" else {})
+        env = os.environ
+        if stage == "download":  # its own files would be copied before the mirror is asked
+            shutil.rmtree(project / stage_path("download", "--out"))
+            env = env | {"MNIST_MIRROR": slow_mirror}
         kill_midway(project, stage, env, tmp_path / "hooks")
         # Recompute over the leftovers (forced: DVC's run cache would otherwise restore the outputs).
         assert f"Running stage '{stage}'" in dvc(project, "repro", "--force", "--single-item", stage)
@@ -155,6 +159,18 @@ def test_bad_params_a_failed_download_and_ctrl_c_keep_the_last_good_results(proj
     assert workspace_state(project) == good
     git(project, "checkout", "params.yaml")
 
+    params.write_text(params.read_text() + "optimizer:\n  lr: 0.01\n")  # a section at the wrong level
+    said = dvc_fails(project, "repro")
+    assert (
+        "params.yaml: optimizer: unknown key (allowed here: preprocess, split," in said
+        and "Running stage 'preprocess'" not in said
+    )
+    assert workspace_state(project) == good
+    git(project, "checkout", "params.yaml")
+
+    raw = project / stage_path("download", "--out")
+    next(raw.glob("*.gz")).unlink()  # what the download must fetch again: its other files stay
+    good = workspace_state(project)
     (tmp_path / "empty").mkdir()
     offline = os.environ | NO_INTERNET | {"MNIST_MIRROR": str(tmp_path / "empty")}
     assert "no mirror provided a valid" in dvc_fails(
@@ -182,6 +198,8 @@ def test_bench_measures_stages_in_a_copy_without_the_network(project, monkeypatc
     from pipeline.commands.bench import stages as bench
 
     good = workspace_state(project)
+    # The study it measures is run for real by tests/test_study.py; here only its line is checked.
+    monkeypatch.setattr(bench, "study_overhead", lambda run, copy: bench.StudyCost(60.0, 6, 4.5, ""))
     monkeypatch.chdir(project)
     monkeypatch.delenv("MNIST_MIRROR")
     for name, value in NO_INTERNET.items():
@@ -189,7 +207,8 @@ def test_bench_measures_stages_in_a_copy_without_the_network(project, monkeypatc
     bench.dvc_table()
     table = capsys.readouterr().out
     assert all(f"  {stage} " in table for stage in STAGES) and "no-op repro" in table
-    assert "a study of 6 one-epoch runs" in table and "per run, beyond its training" in table
+    assert "two trainings at once / one alone" in table
+    assert "a study of 6 one-epoch runs" in table and re.search(r"per run, beyond its training +5.5 s", table)
     assert workspace_state(project) == good
 
 

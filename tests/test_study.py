@@ -12,6 +12,7 @@ import sys
 import pytest
 import yaml
 
+from pipeline.commands.bench.stages import OVERHEAD_FOLDER, study_overhead
 from pipeline.commands.study.plan import Studies, load_studies, runs
 from pipeline.commands.study.results import (
     MetricFiles,
@@ -162,60 +163,55 @@ def test_every_percentage_in_the_reading_of_the_studies_is_in_their_tables():
 
 @pytest.mark.slow
 def test_a_study_runs_through_the_queue_and_no_run_inherits_anothers_params(project):
-    declared = {
-        "seeds": [0, 1, 2],
-        "studies": {
-            "tiny": {
-                "question": "Does lr matter?",
-                "source": "a test",
-                "settings": {"train.epochs": 1},
-                "arms": {"fast": {"params": {"train.optimizer.lr": 0.01}}, "slow": {"reported": 0.5}},
-            }
-        },
-    }
-    (project / "studies.yaml").write_text(yaml.safe_dump(declared))
-    git(project, "add", "-A")
-    git(project, "commit", "-qm", "baseline and a study")
+    """bench's study (tests/test_reproducibility.py checks only its line in bench's table)."""
 
-    def study(*args: str) -> subprocess.CompletedProcess:
-        command = [sys.executable, "-m", "pipeline", "study", "--studies", "studies.yaml", *args]
+    def run(*command: str) -> subprocess.CompletedProcess:
         return subprocess.run(command, cwd=project, capture_output=True, text=True, env=os.environ)
 
-    first = study()
-    assert first.returncode == 0, first.stderr
-    assert "0 of 6 runs recorded already, 0 in the queue; queueing 6" in first.stderr
-    out = project / "build/studies/studies"  # a studies file of one's own never writes reports/studies
-    assert not (project / "reports/studies").exists()
-    result = json.loads((out / "tiny.json").read_text())
+    def study(*args: str) -> subprocess.CompletedProcess:
+        return run(sys.executable, "-m", "pipeline", "study", "--studies", "studies.yaml", *args)
+
+    cost = study_overhead(run, project)
+    assert "0 of 6 runs recorded already, 0 in the queue; queueing 6" in cost.log
+    assert cost.runs == 6 and 0 < cost.training < cost.wall / cost.runs
+    result = json.loads((project / OVERHEAD_FOLDER / "bench.json").read_text())
     assert (
         result["commit"]
         == subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
     )
-    assert [(arm["arm"], arm["runs"], arm["failed"]) for arm in result["arms"]] == [("fast", 3, []), ("slow", 3, [])]
+    assert [(arm["arm"], arm["runs"], arm["failed"]) for arm in result["arms"]] == [
+        ("default", 3, []),
+        ("higher_lr", 3, []),
+    ]
     assert all(len(arm["curve"]) == 2 for arm in result["arms"])  # validation accuracy at epochs 0 and 1
     shown = json.loads(dvc(project, "exp", "show", "--json"))
     params = {
         name: row["data"]["params"]["params.yaml"]["data"]["train"] for name, row in recorded_experiments(shown).items()
     }
     assert {name: (p["optimizer"]["lr"], p["seed"], p["epochs"]) for name, p in params.items()} == {
-        f"tiny-{arm}-s{seed}": (lr, seed, 1) for arm, lr in (("fast", 0.01), ("slow", 0.001)) for seed in (0, 1, 2)
+        f"bench-{arm}-s{seed}": (lr, seed, 1)
+        for arm, lr in (("default", 0.001), ("higher_lr", 0.01))
+        for seed in (0, 1, 2)
     }
-    assert (out / "index.md").read_text() == index_page("studies.yaml", [(out / "tiny.md").read_text()])
-    assert (out / "tiny.png").read_bytes()[:4] == b"\x89PNG"
 
     again = study()
     assert again.returncode == 0 and "6 of 6 runs recorded already, 0 in the queue; queueing 0" in again.stderr
+    out = project / "build/studies/studies"  # a studies file of one's own never writes reports/studies
+    assert not (project / "reports/studies").exists()
+    assert (out / "bench.md").read_text() == (project / OVERHEAD_FOLDER / "bench.md").read_text()
+    assert (out / "index.md").read_text() == index_page("studies.yaml", [(out / "bench.md").read_text()])
+    assert (out / "bench.png").read_bytes()[:4] == b"\x89PNG"
 
     git(project, "add", "-A")
     git(project, "commit", "-qm", "results")  # experiments belong to the commit they ran on
-    written = (out / "tiny.md").read_text()
+    written = (out / "bench.md").read_text()
     moved_on = study("--collect-only")
-    assert moved_on.returncode == 0 and "study tiny: no run recorded on top of commit" in moved_on.stderr
-    assert (out / "tiny.md").read_text() == written
+    assert moved_on.returncode == 0 and "study bench: no run recorded on top of commit" in moved_on.stderr
+    assert (out / "bench.md").read_text() == written
     baseline = result["commit"]
     collected = study("--collect-only", "--baseline", baseline)  # only reports changed since
     assert collected.returncode == 0, collected.stderr
-    assert (out / "tiny.md").read_text() == written
+    assert (out / "bench.md").read_text() == written
 
     with (project / "pipeline/lib/training.py").open("a") as code:
         code.write("# a change to what the runs ran\n")

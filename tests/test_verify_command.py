@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from pipeline.commands.verify import command
 from pipeline.lib.layout import stages
@@ -52,3 +53,14 @@ def test_results_never_committed_are_one_line(results_repo, verify):
     commit(results_repo, "no results")
     status, errors = verify(results_repo)
     assert (status, errors) == (1, "error: dvc.lock is not committed at HEAD: commit the results of dvc repro there\n")
+
+
+def test_a_key_no_stage_reads_is_stale_params_of_the_stage_that_checks_the_whole_file(results_repo, verify):
+    params = yaml.safe_load((results_repo / "params.yaml").read_text())
+    (results_repo / "params.yaml").write_text(yaml.safe_dump(params | {"notes": "lr tuned"}, sort_keys=False))
+    status, errors = verify(results_repo)
+    assert (status, errors) == (
+        1,
+        'error: stale params: the committed results come from other params (download: notes null -> "lr tuned"): '
+        "run dvc repro and commit dvc.lock and reports/\n",
+    )

@@ -70,6 +70,7 @@ def find_stale(
     produced = produced_paths(stages)
     locked_stages = lock.get("stages", {})
     code, changed_params = [], []
+    named = {key for stage in stages.values() for key in stage.get("params", []) if isinstance(key, str)}
     for name, stage in stages.items():
         locked = locked_stages.get(name)
         if locked is None:
@@ -83,11 +84,22 @@ def find_stale(
             f"{name}: {path}" for path in sorted(declared | recorded.keys()) if file_md5(path) != recorded.get(path)
         ]
         locked_params = locked.get("params", {}).get("params.yaml", {})
-        for key in stage.get("params", []):
+        for key in tracked_keys(stage, locked_params, params):
+            if key in named and key not in stage.get("params", []):
+                continue  # a whole-file stage's change that the stage reading the key reports
             changed_params += [
                 f"{name}: {change}" for change in value_changes(key, locked_params.get(key), params.get(key))
             ]
     return Staleness(tuple(code), tuple(changed_params))
+
+
+def tracked_keys(stage: Mapping, *params_files: Mapping[str, object]) -> list[str]:
+    """The top-level params keys `stage` depends on: those it names, or, for an entry `params.yaml:`
+    (the whole file), every key of the given versions of the file."""
+    keys: list[str] = []
+    for entry in stage.get("params", []):
+        keys += sorted(set().union(*params_files)) if isinstance(entry, dict) else [entry]
+    return keys
 
 
 def value_changes(key: str, old: object, new: object) -> list[str]:

@@ -1,6 +1,7 @@
 """Stage 1: fetch the four official MNIST .gz files, verified by MD5.
 
-The folder or URL in $MNIST_MIRROR is tried first, then the public mirrors.
+The output folder's own files are tried first (the stage reruns on any change to params.yaml, to
+validate it: docs/params.md), then the folder or URL in $MNIST_MIRROR, then the public mirrors.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from pipeline.lib.params import Params
 @stage_command
 def main(params: Params, out: Path) -> None:
     mirrors = mirrors_from_environment(os.environ.get(MIRROR_VARIABLE))
+    if out.is_dir():
+        mirrors.insert(0, str(out))
     with atomic_path(out) as folder:
         folder.mkdir()
         fetch_all(OFFICIAL_FILES, mirrors, folder, warn=lambda message: click.echo(message, err=True))

@@ -13,6 +13,7 @@ from dvclive import Live
 
 from pipeline.lib.atomic import atomic_paths, replaced_in_place, write_json
 from pipeline.lib.cli import PATH, run_stage, stage_command
+from pipeline.lib.cores import CoreShare
 from pipeline.lib.device import make_deterministic, numerics_fingerprint, resolve_device
 from pipeline.lib.figures import learning_curves, save_figure
 from pipeline.lib.model import build_model
@@ -83,6 +84,7 @@ def summary(result: TrainResult, parameters: int) -> dict:
 )
 @stage_command
 def main(params: Params, data: Path, stats: Path, model_path: Path, live_dir: Path, timing: Path) -> None:
+    cores = CoreShare(report=lambda line: click.echo(line, err=True))  # its first look covers loading the data
     device = resolve_device(params.train.device)
     make_deterministic(params.train.seed)
     normalization = Normalization.from_json(json.loads(stats.read_text()))
@@ -90,12 +92,19 @@ def main(params: Params, data: Path, stats: Path, model_path: Path, live_dir: Pa
     model = build_model(params.model).to(device)
     background = torch.from_numpy(normalization.black_pixel())
 
+    cores.rebalance()  # before epoch 0's passes over the data
     started = time.perf_counter()
     # The curves grow in place, epoch by epoch; the model, the timing and the final metrics appear
     # only once training has succeeded, and a failed or interrupted run puts the last curves back.
     with replaced_in_place(live_dir) as live_folder, atomic_paths(model_path, timing) as (model_file, timing_file):
-        with Live(str(live_folder), dvcyaml=False, save_dvc_exp=False) as live:
-            result = train(model, train_set, val_set, params.train, background, Progress(live, params.train.epochs))
+        with Live(str(live_folder), dvcyaml=False, save_dvc_exp=False) as live, cores:
+            progress = Progress(live, params.train.epochs)
+
+            def after_epoch(outcome: EpochResult) -> None:
+                progress(outcome)
+                cores.rebalance()
+
+            result = train(model, train_set, val_set, params.train, background, after_epoch)
         seconds = time.perf_counter() - started
         model.load_state_dict(result.best_state)
         save_model(model_file, model, params.model, normalization)

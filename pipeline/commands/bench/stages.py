@@ -1,16 +1,19 @@
-"""Each stage's time and peak memory, whole `dvc repro` times and a study's cost beyond its
-training, measured in a throwaway copy of the project: nothing here is rerun or rewritten."""
+"""Each stage's time and peak memory, two trainings at once against one alone, whole `dvc repro`
+times and a study's cost beyond its training, measured in a throwaway copy of the project: nothing
+here is rerun or rewritten."""
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -18,7 +21,7 @@ import yaml
 
 from pipeline.lib.errors import PipelineError
 from pipeline.lib.fetch import MIRROR_VARIABLE
-from pipeline.lib.layout import PIPELINE_FILE, stage_names, stage_path
+from pipeline.lib.layout import PIPELINE_FILE, stage_names, stage_path, stages
 
 
 def commit(run: Callable[..., subprocess.CompletedProcess]) -> None:
@@ -31,28 +34,71 @@ OVERHEAD_STUDY = {
     "seeds": [0, 1, 2],
     "studies": {
         "bench": {
-            "question": "?",
+            "question": "What does a study cost beyond its training?",
             "source": "bench",
             "settings": {"train.epochs": 1},
-            "arms": {"a": {}, "b": {"params": {"train.seed": 7}}},
+            "arms": {"default": {}, "higher_lr": {"params": {"train.optimizer.lr": 0.01}}},
         }
     },
 }
+OVERHEAD_FOLDER = "bench-study"
 
 
-def study_overhead(run: Callable[..., subprocess.CompletedProcess], project: Path) -> tuple[float, int, float]:
-    """Wall seconds of a whole study of 1-epoch runs (queueing, the runs, collecting the tables),
-    its number of runs, and the mean training seconds they record."""
+@dataclass(frozen=True)
+class StudyCost:
+    wall: float  # seconds for the whole study: queueing, the runs, collecting the tables
+    runs: int
+    training: float  # mean training seconds the runs record
+    log: str  # what the study command said
+
+
+def study_overhead(run: Callable[..., subprocess.CompletedProcess], project: Path) -> StudyCost:
+    """OVERHEAD_STUDY run in `project` (committed first: experiments run on a commit), its tables
+    written to OVERHEAD_FOLDER."""
     (project / "studies.yaml").write_text(yaml.safe_dump(OVERHEAD_STUDY))
     commit(run)
     start = time.perf_counter()
-    run(
-        sys.executable, "-m", "pipeline", "study", "--studies", "studies.yaml", "--out", "bench-study"
-    ).check_returncode()
+    study = run(sys.executable, "-m", "pipeline", "study", "--studies", "studies.yaml", "--out", OVERHEAD_FOLDER)
     wall = time.perf_counter() - start
-    arms = json.loads((project / "bench-study/bench.json").read_text())["arms"]
+    if study.returncode:
+        said = study.stderr.strip().splitlines() or ["no output"]
+        raise PipelineError(f"the benchmark's study failed: {said[-1]}")
+    arms = json.loads((project / OVERHEAD_FOLDER / "bench.json").read_text())["arms"]
     runs = sum(arm["runs"] for arm in arms)
-    return wall, runs, sum(arm["mean"]["train_seconds"] * arm["runs"] for arm in arms) / runs
+    return StudyCost(wall, runs, sum(arm["mean"]["train_seconds"] * arm["runs"] for arm in arms) / runs, study.stderr)
+
+
+def train_elsewhere(folder: str) -> list[str]:
+    """dvc.yaml's train command with every path it is given that is not an input moved under
+    `folder`, so that two can run at once."""
+    stage = stages()["train"]
+    words = shlex.split(stage["cmd"])
+    return [
+        f"{folder}/{word}" if words[i - 1].startswith("--") and word not in stage["deps"] else word
+        for i, word in enumerate(words)
+    ]
+
+
+def trainings_at_once(project: Path, environment: dict[str, str], count: int) -> float:
+    """Wall seconds for `count` train stages started together, each writing its own outputs."""
+    start = time.perf_counter()
+    runs = [
+        subprocess.Popen(
+            train_elsewhere(f"at-once-{count}-{number}"),
+            cwd=project,
+            env=environment,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for number in range(count)
+    ]
+    failed = [run.wait() for run in runs]
+    seconds = time.perf_counter() - start
+    for number in range(count):
+        shutil.rmtree(project / f"at-once-{count}-{number}", ignore_errors=True)
+    if any(failed):
+        raise PipelineError("the train stage failed in the benchmark's copy: run dvc repro train here to see why")
+    return seconds
 
 
 def dvc_table() -> None:
@@ -89,6 +135,12 @@ def dvc_table() -> None:
                     f"dvc repro {stage} failed in the benchmark's copy: run dvc repro {stage} here to see why"
                 )
             click.echo(f"  {stage:<11} {float(seconds):>6.1f} s  {int(peak_kib) / 1024:>7.0f} MiB")
+        click.echo("bench: the train stage alone, then two at once", err=True)
+        alone, two = trainings_at_once(project, environment, 1), trainings_at_once(project, environment, 2)
+        click.echo(
+            f"  {'two trainings at once / one alone':<34} {two / alone:>6.2f}x  ({two:.1f} s against {alone:.1f} s; "
+            "goal: at most 1.3x)"
+        )
         for label, command in (
             ("whole pipeline after the download", ["dvc", "repro", "--force", "--downstream", stages[1]]),
             ("no-op repro", ["dvc", "repro"]),
@@ -99,9 +151,9 @@ def dvc_table() -> None:
             click.echo(f"  {label:<34} {time.perf_counter() - start:>6.1f} s")
         declared = len(OVERHEAD_STUDY["seeds"]) * len(OVERHEAD_STUDY["studies"]["bench"]["arms"])
         click.echo(f"bench: a study of {declared} one-epoch runs (python -m pipeline study)", err=True)
-        wall, runs, training = study_overhead(run, project)
-        click.echo(f"  {f'a study of {runs} one-epoch runs':<34} {wall:>6.1f} s")
+        cost = study_overhead(run, project)
+        click.echo(f"  {f'a study of {cost.runs} one-epoch runs':<34} {cost.wall:>6.1f} s")
         click.echo(
-            f"  {'per run, beyond its training':<34} {wall / runs - training:>6.1f} s  (goal: 8 s; "
-            f"{training:.1f} s of training each)"
+            f"  {'per run, beyond its training':<34} {cost.wall / cost.runs - cost.training:>6.1f} s  (goal: 8 s; "
+            f"{cost.training:.1f} s of training each)"
         )
