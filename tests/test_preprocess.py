@@ -37,6 +37,18 @@ def test_unit_divides_by_255_only():
     assert np.allclose(normalization.apply(images), images.reshape(5, 784) / 255)
 
 
+@pytest.mark.parametrize(
+    ("mode", "expected"), [("centered", lambda x: (x / 255 - 0.5) / 0.5), ("raw", lambda x: x.astype(np.float32))]
+)
+def test_centered_and_raw_scale_without_statistics(mode, expected):
+    images, _ = synthetic_digits(5, seed=0)
+    normalization = Normalization.fit(images, Preprocess(normalization=mode, std_floor=0.01))
+    rows = normalization.apply(images)
+    assert np.allclose(rows, expected(images.reshape(5, 784)), atol=1e-5)
+    assert np.allclose(normalization.black_pixel(), expected(np.zeros(784)), atol=1e-5)
+    assert np.array_equal(Normalization.from_json(normalization.to_json()).apply(images), rows)
+
+
 def test_json_round_trip_is_compact_for_standard():
     images, _ = synthetic_digits(20, seed=0)
     normalization = Normalization.fit(images, Preprocess(normalization="standard", std_floor=0.01))

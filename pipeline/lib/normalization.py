@@ -29,6 +29,10 @@ class Normalization:
         pixels = train_images.reshape(len(train_images), PIXELS).astype(np.float64) / 255
         if params.normalization == "unit":
             mean, std = np.zeros(PIXELS), np.ones(PIXELS)
+        elif params.normalization == "centered":
+            mean, std = np.full(PIXELS, 0.5), np.full(PIXELS, 0.5)
+        elif params.normalization == "raw":
+            mean, std = np.zeros(PIXELS), np.full(PIXELS, 1 / 255)
         elif params.normalization == "standard":
             mean, std = np.full(PIXELS, pixels.mean()), np.full(PIXELS, pixels.std())
         else:
@@ -45,7 +49,7 @@ class Normalization:
         return (0 - self.mean) / self.std
 
     def to_json(self) -> dict:
-        """Scalars when every pixel shares the value (standard, unit), else 784-long lists."""
+        """Scalars when every pixel shares the value (all modes but per_pixel), else 784-long lists."""
 
         def compact(values: np.ndarray) -> float | list[float]:
             return float(values[0]) if np.all(values == values[0]) else [float(v) for v in values]

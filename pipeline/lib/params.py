@@ -32,10 +32,11 @@ class Section(BaseModel):
 
 
 class Preprocess(Section):
-    normalization: Literal["standard", "per_pixel", "unit"] = Field(
+    normalization: Literal["standard", "per_pixel", "unit", "centered", "raw"] = Field(
         description=(
             "`standard`: one mean and std over all training pixels; `per_pixel`: a mean and std per "
-            "pixel; `unit`: pixel / 255 only"
+            "pixel; `unit`: pixel / 255 only; `centered`: (pixel / 255 - 0.5) / 0.5, in [-1, 1], as "
+            "`Normalize((0.5,), (0.5,))` does; `raw`: the pixel values 0-255 as they are"
         )
     )
     std_floor: float = Field(
@@ -44,8 +45,12 @@ class Preprocess(Section):
 
 
 class Split(Section):
-    val_fraction: float = Field(
-        gt=0, lt=1, description="share of the official training set held out for validation, stratified by digit"
+    val_fraction: float = Field(gt=0, lt=1, description="share of the official training set held out for validation")
+    holdout: Literal["stratified", "last"] = Field(
+        description=(
+            "`stratified`: a seeded draw that keeps each digit's share; `last`: the last images of the "
+            "file, as Keras' `validation_split` takes them (0.2 of 60,000: the last 12,000)"
+        )
     )
     train_subset: int | None = Field(
         ge=10, description="train on this many images (stratified), e.g. 2000 to study overfitting; null: all"

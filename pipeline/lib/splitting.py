@@ -1,4 +1,4 @@
-"""Seeded, stratified train/validation split, with an optional smaller training subset."""
+"""Train/validation split (seeded and stratified, or the last images), with an optional smaller training subset."""
 
 from __future__ import annotations
 
@@ -11,11 +11,16 @@ from pipeline.lib.params import Split
 
 
 def split_indices(labels: np.ndarray, params: Split) -> tuple[np.ndarray, np.ndarray]:
-    """(train, validation) index arrays, each sorted; both keep the class proportions of `labels`."""
+    """(train, validation) index arrays, each sorted; a stratified holdout keeps the class
+    proportions of `labels` in both, the last images keep the file's order."""
     indices = np.arange(len(labels))
-    train, validation = train_test_split(
-        indices, test_size=params.val_fraction, stratify=labels, random_state=params.seed
-    )
+    if params.holdout == "last":
+        kept = int(len(labels) * (1 - params.val_fraction))  # Keras' own arithmetic
+        train, validation = indices[:kept], indices[kept:]
+    else:
+        train, validation = train_test_split(
+            indices, test_size=params.val_fraction, stratify=labels, random_state=params.seed
+        )
     if params.train_subset is not None:
         if params.train_subset > len(train):
             raise PipelineError(
