@@ -84,7 +84,7 @@ def summary(result: TrainResult, parameters: int) -> dict:
 )
 @stage_command
 def main(params: Params, data: Path, stats: Path, model_path: Path, live_dir: Path, timing: Path) -> None:
-    cores = CoreShare(report=lambda line: click.echo(line, err=True))  # its first look covers loading the data
+    cores = CoreShare(report=click.echo)  # with the epoch lines; its first look covers loading the data
     device = resolve_device(params.train.device)
     make_deterministic(params.train.seed)
     normalization = Normalization.from_json(json.loads(stats.read_text()))
