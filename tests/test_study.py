@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
 import pytest
 import yaml
+from click.testing import CliRunner
 
 from pipeline.commands.bench.stages import OVERHEAD_FOLDER, study_overhead
 from pipeline.commands.study.plan import Studies, load_studies, runs
@@ -251,3 +253,32 @@ def test_errors_in_a_studies_file_name_that_file_and_line(tmp_path, invoke_in):
         load_studies(wrong_value)
     line = wrong_value.read_text().splitlines().index("        reported: 2") + 1
     assert str(raised.value).startswith(f"{wrong_value}:{line}: studies.s.arms.b.reported: Input should be less than")
+
+
+def test_the_plan_lists_every_run_once_a_line_in_a_stable_order(tmp_path, monkeypatch):
+    from pipeline.commands.study.command import main
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(PROJECT_ROOT / "params.yaml", tmp_path / "params.yaml")
+    declared = studies(settings={"model.hidden_sizes": [64, 32]})
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(declared.model_dump(exclude_none=True), sort_keys=False))
+    result = CliRunner().invoke(main, ["--studies", str(tmp_path / "mine.yaml"), "--plan"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        f"s-{arm}-s{seed} model.hidden_sizes=[64,32] {lr}train.seed={seed}"
+        for arm, lr in (("a", ""), ("b", "train.optimizer.lr=0.01 "))
+        for seed in (0, 1, 2)
+    ]
+
+
+def test_a_reader_that_stops_early_gets_no_error_line():
+    """`study --plan | head -n 3`: the command's one-line errors are for problems, not for a closed pipe."""
+    writer = (
+        "from pipeline.lib.cli import run_reporting_errors; run_reporting_errors(lambda: print('x' * 10**6), False)"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", writer], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout.read(1) == b"x"
+    process.stdout.close()  # as head does once it has its lines
+    assert (process.wait(), process.stderr.read()) == (1, b"")

@@ -38,6 +38,11 @@ def run_reporting_errors(action: Callable[[], None], debug: bool, exit_code: int
         if debug:
             raise
         fail(str(error), exit_code)
+    except BrokenPipeError:
+        # The reader stopped early (`| head`): nothing to report. Python would complain again when
+        # it flushes stdout on the way out, so stdout goes to /dev/null first (the Python docs' recipe).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
     except OSError as error:
         if debug:
             raise

@@ -1,4 +1,5 @@
-"""`python -m pipeline study [NAME...]`: run studies through DVC's experiment queue and write their results.
+"""`python -m pipeline study [NAME...]`: run studies through DVC's experiment queue and write their results
+(`--plan` only lists the runs).
 
 Every arm x seed of the named studies (all, without names) that has no finished experiment on
 top of the current commit is queued, each from the committed params.yaml plus only its own
@@ -196,6 +197,11 @@ def study(
     help="With --collect-only: the commit the experiments ran on, if the stages' code is unchanged since.",
 )
 @click.option(
+    "--plan",
+    is_flag=True,
+    help="List the planned runs, one a line (name, then its overrides as dvc exp run -S takes them), and stop.",
+)
+@click.option(
     "--jobs",
     type=click.IntRange(min=1),
     default=2,
@@ -208,7 +214,12 @@ def main(
     out: Path | None,
     collect_only: bool,
     baseline: str,
+    plan: bool,
     jobs: int,
 ) -> None:
     """Run the named studies (all without names) over their seeds and write their tables and figures."""
+    if plan:
+        for run in runs(load_studies(studies_file), list(names), read_params_file(), studies_file):
+            click.echo(" ".join([run.name, *run.overrides_as_text()]))
+        return
     study(names, studies_file, out, collect_only, baseline, jobs)

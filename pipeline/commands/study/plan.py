@@ -55,8 +55,9 @@ class Run:
         return f"{self.study}-{self.arm}-s{self.seed}"
 
     def overrides_as_text(self) -> list[str]:
-        """What `dvc exp run -S` takes: `key=value`, the value in JSON, which DVC reads as YAML."""
-        return [f"{key}={json.dumps(value)}" for key, value in self.overrides.items()]
+        """What `dvc exp run -S` takes: `key=value`, the value in JSON without spaces (one word in a
+        shell), which DVC reads as YAML."""
+        return [f"{key}={json.dumps(value, separators=(',', ':'))}" for key, value in self.overrides.items()]
 
 
 def load_studies(path: Path = STUDIES_FILE) -> Studies:
