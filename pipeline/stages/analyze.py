@@ -7,7 +7,6 @@ from pathlib import Path
 
 import click
 import numpy as np
-from sklearn.decomposition import PCA
 
 from pipeline.lib.analysis_figures import confusion_figure, digit_grid, pca_figure, per_class_figure, weight_templates
 from pipeline.lib.atomic import atomic_path, write_json
@@ -18,6 +17,7 @@ from pipeline.lib.mnist import CLASS_NAMES
 from pipeline.lib.model import CONV_FEATURES, CONV_KERNEL, first_layer_weights, last_hidden
 from pipeline.lib.model_file import load_model
 from pipeline.lib.params import Params
+from pipeline.lib.projection import principal_components
 from pipeline.lib.storage import read_array, read_pair
 
 MAX_TEMPLATES = 64
@@ -42,8 +42,8 @@ def weight_view(network, architecture) -> tuple[np.ndarray, list[str], str]:
 
 
 def pca_view(rows: np.ndarray, labels: np.ndarray, title: str, path: Path) -> None:
-    pca = PCA(n_components=2, svd_solver="full")
-    save_figure(pca_figure(pca.fit_transform(rows), labels, pca.explained_variance_ratio_, title), path)
+    points, explained = principal_components(rows, 2)
+    save_figure(pca_figure(points, labels, explained, title), path)
 
 
 @click.option("--model", "model_path", type=PATH, required=True, help="Model file written by train.")
