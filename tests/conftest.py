@@ -28,8 +28,8 @@ from pipeline.lib.staleness import produced_paths, tracked_keys
 from pipeline.stages import analyze, evaluate, preprocess, split, train
 
 from idx_writer import write_idx_gz
+from scratch_params import PROJECT_ROOT, small_params, write_params
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PROJECT_DVC_CONFIG = configparser.ConfigParser()
 PROJECT_DVC_CONFIG.read(PROJECT_ROOT / ".dvc/config")
 
@@ -68,30 +68,6 @@ def write_raw(folder: Path, train_count: int = 400, test_count: int = 100, seed:
         write_idx_gz(folder / images_name, images)
         write_idx_gz(folder / labels_name, labels)
     return {path.name: hashlib.md5(path.read_bytes()).hexdigest() for path in sorted(folder.glob("*.gz"))}
-
-
-def small_params(**overrides: dict) -> dict:
-    """The committed params.yaml, shrunk for tests, with per-section overrides merged in."""
-    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
-    params["model"]["hidden_sizes"] = [32]
-    params["train"].update(epochs=3, batch_size=32)
-    params["analyze"].update(pca_points=50, gallery_size=4)
-    for section, values in overrides.items():
-        merge(params[section], values)
-    return params
-
-
-def merge(target: dict, changes: dict) -> None:
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(target.get(key), dict):
-            merge(target[key], value)
-        else:
-            target[key] = value
-
-
-def write_params(path: Path, params: dict) -> Path:
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-    return path
 
 
 @pytest.fixture

@@ -28,9 +28,8 @@ from pipeline.lib.model import build_model, probabilities
 from pipeline.lib.params import Params
 from pipeline.lib.pinning import PINNED, pin_numerics
 from pipeline.lib.training import Dataset, train
-from pipeline.stages import split
 
-from conftest import small_params, write_params
+from scratch_params import small_params, write_params
 
 
 def synthetic(count: int, seed: int) -> Dataset:
@@ -132,6 +131,8 @@ def test_results_do_not_depend_on_where_the_input_sits_in_memory():
 
 
 def test_an_unknown_numerics_mode_is_one_line_before_any_work(tmp_path, monkeypatch):
+    from pipeline.stages import split  # imported here: the script below loads only what it trains with
+
     monkeypatch.setenv("MNIST_NUMERICS", "fast")
     params_file = write_params(tmp_path / "params.yaml", small_params())
     result = CliRunner().invoke(
