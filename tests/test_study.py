@@ -164,7 +164,7 @@ def test_every_percentage_in_the_reading_of_the_studies_is_in_their_tables():
 
 
 @pytest.mark.slow
-def test_a_study_runs_through_the_queue_and_no_run_inherits_anothers_params(project):
+def test_a_study_runs_as_experiments_and_no_run_inherits_anothers_params(project):
     """bench's study (tests/test_reproducibility.py checks only its line in bench's table)."""
 
     def run(*command: str) -> subprocess.CompletedProcess:
@@ -174,7 +174,7 @@ def test_a_study_runs_through_the_queue_and_no_run_inherits_anothers_params(proj
         return run(sys.executable, "-m", "pipeline", "study", "--studies", "studies.yaml", *args)
 
     cost = study_overhead(run, project)
-    assert "0 of 6 runs recorded already, 0 in the queue; queueing 6" in cost.log
+    assert "0 of 6 runs recorded already; running 6" in cost.log
     assert cost.runs == 6 and 0 < cost.training < cost.wall / cost.runs
     result = json.loads((project / OVERHEAD_FOLDER / "bench.json").read_text())
     assert (
@@ -197,7 +197,7 @@ def test_a_study_runs_through_the_queue_and_no_run_inherits_anothers_params(proj
     }
 
     again = study()
-    assert again.returncode == 0 and "6 of 6 runs recorded already, 0 in the queue; queueing 0" in again.stderr
+    assert again.returncode == 0 and "6 of 6 runs recorded already; running 0" in again.stderr
     out = project / "build/studies/studies"  # a studies file of one's own never writes reports/studies
     assert not (project / "reports/studies").exists()
     assert (out / "bench.md").read_text() == (project / OVERHEAD_FOLDER / "bench.md").read_text()

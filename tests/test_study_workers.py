@@ -1,135 +1,95 @@
-"""The study's queue workers: a worker that stops while runs are still queued is started again, and
-once no run is queued or running the workers are stopped (DVC's own stop themselves, which left
-`dvc exp run --run-all --jobs 2` waiting forever)."""
+"""How a study runs its experiments: `jobs` at a time, each a named `dvc exp run --temp` up to the
+results stage, the failed ones named, and Ctrl-C stopping the runs under way."""
 
 from __future__ import annotations
 
+import os
 import signal
-from types import SimpleNamespace
+import subprocess
+import sys
+import threading
 
-import dvc.repo
 import pytest
 
 from pipeline.commands.study import workers
+from pipeline.commands.study.plan import Run
 from pipeline.lib.errors import PipelineError
+from pipeline.lib.layout import RESULTS_STAGE
 
 
-class Worker:
-    """A worker process as `start_worker` returns it; `stop()` makes it end on its own."""
+def planned(*names: str) -> list[Run]:
+    return [Run("s", name, 0, {"train.seed": 0, "model.hidden_sizes": [10, 5]}) for name in names]
 
-    def __init__(self) -> None:
-        self.returncode, self.signals = None, []
+
+class FakeRun:
+    """A run that ends with `code` after `polls` polls."""
+
+    def __init__(self, code: int, polls: int = 2) -> None:
+        self.code, self.polls, self.returncode = code, polls, None
 
     def poll(self) -> int | None:
-        return self.returncode
-
-    def stop(self) -> None:
-        self.returncode = 0
-
-    def send_signal(self, signal_number: int) -> None:
-        self.signals.append(signal_number)
-        self.returncode = 0
-
-    def wait(self) -> int:
-        assert self.returncode is not None, "waited for a worker nobody stopped"
+        self.polls -= 1
+        if self.polls <= 0:
+            self.returncode = self.code
         return self.returncode
 
 
-def entries(*names: str, baseline: str = "HEAD") -> list[SimpleNamespace]:
-    return [SimpleNamespace(name=name, baseline_rev=baseline) for name in names]
+def test_runs_go_jobs_at_a_time_each_once_and_the_failed_ones_are_named(monkeypatch, capsys):
+    started: dict[str, FakeRun] = {}
 
+    def start(run: Run, environment: dict[str, str]) -> FakeRun:
+        assert sum(process.returncode is None for process in started.values()) < 2  # never more than jobs
+        assert environment["OMP_NUM_THREADS"] == str(workers.threads_per_run(2))
+        started[run.name] = FakeRun(code=1 if run.arm == "b" else 0)
+        return started[run.name]
 
-@pytest.fixture
-def queue_states(monkeypatch, tmp_path):
-    """Each poll of the fake queue returns the next (queued, running) state and runs its event."""
-    started: list[tuple[int, Worker]] = []
-    states: list[tuple[list[str], list[str], object]] = []
-    queue = SimpleNamespace(wdir=str(tmp_path), worker_status=lambda: {})  # no worker answers
-    current = {}
-
-    def next_state() -> None:
-        queued, running, event = states.pop(0)
-        current.update(queued=queued, running=running)
-        if event:
-            event(started)
-
-    # Beside the study's own runs: another study's, and one of the same name queued on an older commit.
-    queue.iter_queued = lambda: (
-        next_state(),
-        entries(*current["queued"], "another-study-run") + entries("a", baseline="older"),
-    )[1]
-    queue.iter_active = lambda: entries(*current["running"])
-
-    class Repo:
-        def __init__(self) -> None:
-            self.experiments = SimpleNamespace(celery_queue=queue)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc) -> None:
-            return None
-
-    def start_worker(number: int, log_dir, threads: int) -> Worker:
-        worker = Worker()
-        started.append((number, worker))
-        return worker
-
-    monkeypatch.setattr(dvc.repo, "Repo", Repo)
-    monkeypatch.setattr(workers, "start_worker", start_worker)
+    monkeypatch.setattr(workers, "start", start)
     monkeypatch.setattr(workers, "POLL_SECONDS", 0)
-    return states, started
-
-
-def test_a_worker_that_stops_while_runs_wait_is_started_again_and_all_are_stopped_at_the_end(queue_states, capsys):
-    states, started = queue_states
-
-    def stop_worker_2(started):  # as DVC's monitor makes a busy worker do
-        return started[1][1].stop()
-
-    states += [
-        (["a", "b", "c"], [], None),
-        (["c"], ["a", "b"], None),
-        (["c"], ["a"], stop_worker_2),
-        ([], ["a", "c"], None),
-        ([], [], None),
-    ]
-    workers.run_queued({"a", "b", "c"}, "HEAD", jobs=2)
-    assert [number for number, _ in started] == [1, 2, 2]
-    first, stopped, restarted = (worker for _, worker in started)
-    assert stopped.signals == [] and first.signals == restarted.signals == [signal.SIGTERM]
+    assert workers.run_all(planned("a", "b", "c", "d"), jobs=2) == ["s-b-s0"]
+    assert list(started) == ["s-a-s0", "s-b-s0", "s-c-s0", "s-d-s0"]
     progress = capsys.readouterr().err.splitlines()
-    assert progress[0].startswith("study: 3 runs, 2 at a time with ")
-    assert [line.split(" (")[0] for line in progress[1:]] == [
-        "study: 1 of 3 runs finished",
-        "study: 3 of 3 runs finished",
+    assert progress[0].startswith("study: 4 runs, 2 at a time with ")
+    assert [line.split(" (")[0] for line in progress[1:]] == [f"study: {n} of 4 runs ended" for n in (1, 2, 3, 4)]
+    assert progress[2].endswith(f"; s-b-s0 failed ({workers.LOG_DIR}/s-b-s0.log)")
+
+
+def test_a_run_is_a_named_temporary_experiment_up_to_the_results_stage():
+    (run,) = planned("a")
+    assert workers.experiment_command(run) == [
+        "dvc",
+        "--wait-for-lock",
+        "exp",
+        "run",
+        "--temp",
+        "--name",
+        "s-a-s0",
+        "-S",
+        "train.seed=0",
+        "-S",
+        "model.hidden_sizes=[10,5]",
+        RESULTS_STAGE,
     ]
 
 
-def test_nothing_starts_when_no_run_of_the_study_waits(queue_states):
-    states, started = queue_states
-    states.append(([], [], None))
-    workers.run_queued({"a"}, "HEAD", jobs=2)
-    assert started == []
+def test_ctrl_c_stops_the_runs_under_way_and_says_what_is_left(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    processes: list[subprocess.Popen] = []
+    real_start = workers.start
 
+    def start(run: Run, environment: dict[str, str]) -> subprocess.Popen:
+        processes.append(real_start(run, environment))
+        return processes[-1]
 
-def test_runs_marked_running_with_no_worker_left_are_one_line_with_the_fix(queue_states):
-    states, started = queue_states
-    states += [([], ["a"], None)] * workers.ORPHAN_POLLS  # e.g. its worker was killed; with one poll fewer it waits on
-    with pytest.raises(PipelineError, match=r"^a: marked as running, but no queue worker is left .*`dvc queue kill a`"):
-        workers.run_queued({"a", "b"}, "HEAD", jobs=2)
-    assert started == []
-
-
-def test_ctrl_c_stops_the_workers_after_their_runs_and_says_what_stays_queued(queue_states):
-    states, started = queue_states
-
-    def interrupt(started):
-        raise KeyboardInterrupt
-
-    states += [(["a", "b", "c"], [], None), (["c"], ["a", "b"], None), (["c"], ["a", "b"], interrupt)]
-    with pytest.raises(
-        PipelineError, match="interrupted: the runs under way finish in the background and 1 stay queued"
-    ):
-        workers.run_queued({"a", "b", "c"}, "HEAD", jobs=2)
-    assert [worker.signals for _, worker in started] == [[signal.SIGTERM], [signal.SIGTERM]]
+    waits = [sys.executable, "-c", "import time; time.sleep(60)"]
+    monkeypatch.setattr(workers, "experiment_command", lambda run: waits)
+    monkeypatch.setattr(workers, "start", start)
+    ctrl_c = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))  # as the terminal sends it, mid-wait
+    ctrl_c.start()
+    with pytest.raises(PipelineError) as raised:
+        workers.run_all(planned("a", "b", "c"), jobs=2)
+    assert str(raised.value) == (
+        "interrupted: 2 runs under way stopped and 1 never started; the runs recorded stay, and the same command "
+        "again runs the rest"
+    )
+    assert len(processes) == 2 and all(process.returncode not in (None, 0) for process in processes)
+    assert "KeyboardInterrupt" in (tmp_path / workers.LOG_DIR / "s-a-s0.log").read_text()  # Ctrl-C, not a kill

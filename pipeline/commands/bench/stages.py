@@ -29,7 +29,7 @@ def commit(run: Callable[..., subprocess.CompletedProcess]) -> None:
     run("git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-qm", "bench").check_returncode()
 
 
-# A study as `python -m pipeline study` runs one: 2 arms x 3 seeds of one epoch each, through the queue.
+# A study as `python -m pipeline study` runs one: 2 arms x 3 seeds of one epoch each, two runs at a time.
 OVERHEAD_STUDY = {
     "seeds": [0, 1, 2],
     "studies": {
@@ -46,7 +46,7 @@ OVERHEAD_FOLDER = "bench-study"
 
 @dataclass(frozen=True)
 class StudyCost:
-    wall: float  # seconds for the whole study: queueing, the runs, collecting the tables
+    wall: float  # seconds for the whole study: planning, the runs, collecting the tables
     runs: int
     training: float  # mean training seconds the runs record
     log: str  # what the study command said

@@ -1,11 +1,11 @@
-"""`python -m pipeline study [NAME...]`: run studies through DVC's experiment queue and write their results
+"""`python -m pipeline study [NAME...]`: run studies as DVC experiments and write their results
 (`--plan` only lists the runs).
 
 Every arm x seed of the named studies (all, without names) that has no finished experiment on
-top of the current commit is queued, each from the committed params.yaml plus only its own
+top of the current commit is run, each from the committed params.yaml plus only its own
 settings, so no run inherits another's params. Each runs the pipeline up to RESULTS_STAGE:
 analyze's figures of a run are one `dvc exp apply <name> && dvc repro` away, and would cost every
-run of a study ~8 s. DVC's queue workers run them, --jobs at a time (workers.py); then DVC's
+run of a study seconds. The runs are `dvc exp run --temp`, --jobs at a time (workers.py); then DVC's
 record of the experiments (`dvc exp show --json`, and each experiment's commit) becomes
 <out>/<study>.json, .md and .png, and <out>/index.md lists the tables. The committed studies
 write reports/studies/; a studies file of your own writes build/studies/<its name>/ unless --out
@@ -23,7 +23,7 @@ from pathlib import Path
 import click
 import yaml
 
-from pipeline.commands.study.plan import STUDIES_FILE, Run, load_studies, runs
+from pipeline.commands.study.plan import STUDIES_FILE, load_studies, runs
 from pipeline.commands.study.results import (
     MetricFiles,
     baseline_commit,
@@ -33,7 +33,7 @@ from pipeline.commands.study.results import (
     recorded_experiments,
     summarize,
 )
-from pipeline.commands.study.workers import queued_or_running, run_queued
+from pipeline.commands.study.workers import log_path, run_all
 from pipeline.lib.atomic import write_json, write_text
 from pipeline.lib.cli import PATH, user_command
 from pipeline.lib.errors import PipelineError
@@ -104,20 +104,6 @@ def check_unchanged_since(baseline: str) -> None:
         )
 
 
-def queue(missing: list[Run]) -> None:
-    """`dvc exp run --queue` for each run, through DVC's Python API in this one process: the
-    command line would start DVC again for every run (~1 s each)."""
-    from dvc.exceptions import DvcException
-    from dvc.repo import Repo
-
-    try:
-        with Repo() as repo:
-            for run in missing:
-                repo.experiments.run([RESULTS_STAGE], params=run.overrides_as_text(), queue=True, name=run.name)
-    except DvcException as error:
-        raise PipelineError(f"dvc could not queue the study's runs: {error}") from None
-
-
 def study(
     names: tuple[str, ...], studies_file: Path, out: Path | None, collect_only: bool, baseline: str, jobs: int
 ) -> None:
@@ -134,18 +120,14 @@ def study(
             raise PipelineError(
                 f"{DEFAULT_PARAMS} differs from the last commit: commit or restore it, since every run starts from it"
             )
-        recorded, head = recorded_experiments(shown), baseline_commit(shown)
+        recorded = recorded_experiments(shown)
         missing = [run for run in planned if run.name not in recorded]
-        missing_names = {run.name for run in missing}
-        waiting = queued_or_running(missing_names, head)
         click.echo(
-            f"study: {len(planned) - len(missing)} of {len(planned)} runs recorded already, "
-            f"{len(waiting)} in the queue; queueing {len(missing) - len(waiting)}",
+            f"study: {len(planned) - len(missing)} of {len(planned)} runs recorded already; running {len(missing)}",
             err=True,
         )
         if missing:
-            queue([run for run in missing if run.name not in waiting])
-            run_queued(missing_names, head, jobs)
+            run_all(missing, jobs)
             shown = json.loads(dvc("exp", "show", "--json", "--rev", baseline))
     recorded, commit = recorded_experiments(shown), baseline_commit(shown)
     files = metric_files()
@@ -170,7 +152,7 @@ def study(
             if result.failed:
                 click.echo(
                     f"study {name}: arm {result.arm}: {len(result.failed)} runs did not finish "
-                    f"({result.failed[0]}: dvc queue logs)",
+                    f"(their output: {log_path(result.failed[0])})",
                     err=True,
                 )
     tables = [path.read_text() for name in studies.studies if (path := out / f"{name}.md").exists()]
@@ -188,7 +170,7 @@ def study(
     help="Folder for the results  [default: reports/studies for the committed studies, else build/studies/<file name>]",
 )
 @click.option(
-    "--collect-only", is_flag=True, help="Write the results of the experiments recorded already; queue nothing."
+    "--collect-only", is_flag=True, help="Write the results of the experiments recorded already; run nothing."
 )
 @click.option(
     "--baseline",
