@@ -23,6 +23,7 @@ from pathlib import Path
 import click
 import yaml
 
+from pipeline.commands.study.cluster import check_commit, pull, work
 from pipeline.commands.study.plan import STUDIES_FILE, load_studies, runs
 from pipeline.commands.study.results import (
     MetricFiles,
@@ -104,6 +105,13 @@ def check_unchanged_since(baseline: str) -> None:
         )
 
 
+def require_committed_params() -> None:
+    if subprocess.run(["git", "diff", "--quiet", "HEAD", "--", str(DEFAULT_PARAMS)]).returncode != 0:
+        raise PipelineError(
+            f"{DEFAULT_PARAMS} differs from the last commit: commit or restore it, since every run starts from it"
+        )
+
+
 def study(
     names: tuple[str, ...], studies_file: Path, out: Path | None, collect_only: bool, baseline: str, jobs: int
 ) -> None:
@@ -116,10 +124,7 @@ def study(
         check_unchanged_since(baseline)
     shown = json.loads(dvc("exp", "show", "--json", "--rev", baseline))
     if not collect_only:
-        if subprocess.run(["git", "diff", "--quiet", "HEAD", "--", str(DEFAULT_PARAMS)]).returncode != 0:
-            raise PipelineError(
-                f"{DEFAULT_PARAMS} differs from the last commit: commit or restore it, since every run starts from it"
-            )
+        require_committed_params()
         recorded = recorded_experiments(shown)
         missing = [run for run in planned if run.name not in recorded]
         click.echo(
@@ -190,6 +195,26 @@ def study(
     show_default=True,
     help="Runs at a time, each with its share of the cores.",
 )
+@click.option(
+    "--worker",
+    metavar="REMOTE",
+    help="Take runs no other worker has taken, claiming each on this git remote; push each with dvc exp push.",
+)
+@click.option(
+    "--collect-from",
+    metavar="REMOTE",
+    help="dvc exp pull the runs the workers pushed to this git remote, then write the results.",
+)
+@click.option(
+    "--commit", help="With --worker or --collect-from: the study's commit, which this clone must have checked out."
+)
+@click.option(
+    "--claim-timeout",
+    type=click.FloatRange(min=1),
+    default=3600,
+    show_default=True,
+    help="Seconds after which a run whose worker stopped renewing its claim is taken again.",
+)
 def main(
     names: tuple[str, ...],
     studies_file: Path,
@@ -198,10 +223,25 @@ def main(
     baseline: str,
     plan: bool,
     jobs: int,
+    worker: str | None,
+    collect_from: str | None,
+    commit: str | None,
+    claim_timeout: float,
 ) -> None:
     """Run the named studies (all without names) over their seeds and write their tables and figures."""
+    planned = runs(load_studies(studies_file), list(names), read_params_file(), studies_file)
     if plan:
-        for run in runs(load_studies(studies_file), list(names), read_params_file(), studies_file):
+        for run in planned:
             click.echo(" ".join([run.name, *run.overrides_as_text()]))
         return
-    study(names, studies_file, out, collect_only, baseline, jobs)
+    if worker and (collect_only or collect_from):
+        raise PipelineError("--worker runs and pushes; collect the results elsewhere with --collect-from")
+    if commit and not (worker or collect_from):
+        raise PipelineError("--commit names the study's commit for --worker or --collect-from: use it with one")
+    if worker:
+        require_committed_params()
+        work(planned, worker, check_commit(commit), claim_timeout)
+        return
+    if collect_from:
+        pull(planned, collect_from, check_commit(commit))
+    study(names, studies_file, out, collect_only or bool(collect_from), baseline, jobs)

@@ -39,7 +39,7 @@ class Study(Declared):
 
 
 class Studies(Declared):
-    seeds: list[int] = Field(min_length=3)
+    seeds: list[int] = Field(min_length=2)  # a spread needs two
     studies: dict[Name, Study]
 
 

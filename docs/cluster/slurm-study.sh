@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# A study on a SLURM cluster: one array task per worker, every task the same worker command; each
+# takes runs no other worker has taken and pushes them (docs/cluster.md). Submit from a clone
+# whose HEAD is pushed, with the pipeline's data pushed to the DVC remote:
+#
+#   sbatch --array=1-8 --export=ALL,REPOSITORY=git@github.com:OWNER/REPO.git docs/cluster/slurm-study.sh "$(git rev-parse HEAD)" [STUDY...]
+#
+# Needs on every node: Python 3.11+, git access with push rights to REPOSITORY (e.g. the cluster
+# user's SSH key), write access to the DVC remote (.dvc/config's default; its credentials in the
+# environment or in `dvc remote modify --local`), and a node-local scratch folder ($TMPDIR).
+# Then, anywhere: python -m pipeline study --collect-from origin --commit <commit> [STUDY...]
+#SBATCH --job-name=mnist-study
+#SBATCH --cpus-per-task=2
+#SBATCH --mem=8G
+#SBATCH --time=08:00:00
+#SBATCH --output=study-%A-%a.out
+set -euo pipefail
+commit="$1"
+shift
+clone="${TMPDIR:-/tmp}/study-${SLURM_ARRAY_JOB_ID}-${SLURM_ARRAY_TASK_ID}"
+git clone --quiet "$REPOSITORY" "$clone"
+cd "$clone"
+git checkout --quiet "$commit"
+python3 -m venv .venv && . .venv/bin/activate && pip install -q -r requirements.lock -e .
+dvc pull --quiet
+STUDY_WORKER="slurm-${SLURM_ARRAY_JOB_ID}-${SLURM_ARRAY_TASK_ID}" python -m pipeline study --worker origin --commit "$commit" "$@"
