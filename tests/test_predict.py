@@ -54,7 +54,7 @@ def mnist_model(tmp_path_factory, shared_mnist) -> tuple[Path, np.ndarray, np.nd
         torch.zeros(784),
         lambda _: None,
     )
-    network.load_state_dict(result.best_state)
+    network.load_state_dict(result.kept_state)
     path = tmp_path_factory.mktemp("model") / "model.pt"
     save_model(path, network, params.model, normalization)
     originals = test_digits.images[-SAMPLE:]

@@ -134,6 +134,11 @@ def test_results_per_arm_with_spread_failures_and_noise():
     assert "Measured on top of commit `1234567`." in table
     assert "| a | 3 | 92.00% ± 2.00 |" in table and "| b | 2 (1 failed) | 94.00% ± 1.41 |" in table
     assert "+2.00 pt (within noise)" in table
+    assert "Assumed where" not in table
+    assumed = studies(assumptions=["20 epochs", "the batch's mean"]).studies["s"]
+    assert "\n\nAssumed where the source is silent: 20 epochs; the batch's mean.\n\n| arm |" in markdown_table(
+        "s", assumed, [a, b], "1234567890"
+    )
 
 
 def test_a_difference_beyond_the_seed_noise_is_not_marked():

@@ -38,8 +38,8 @@ def test_learns_and_keeps_best_validation_epoch():
     model, result = run(epochs=8)
     losses = [epoch.val_loss for epoch in result.history]
     assert result.history[-1].val_accuracy > 0.9
-    assert result.best_epoch == 1 + losses.index(min(losses))
-    model.load_state_dict(result.best_state)
+    assert result.kept_epoch == 1 + losses.index(min(losses))
+    model.load_state_dict(result.kept_state)
     assert evaluate(model, dataset(100, 1))[0] == pytest.approx(min(losses))
 
 
@@ -95,10 +95,18 @@ def test_divergence_stops_with_epoch_step_and_lr():
         run(optimizer={"name": "sgd", "lr": 1e6})
 
 
+def test_keep_last_keeps_the_last_epoch_trained_whatever_its_validation_loss():
+    _, best = run(epochs=30, early_stopping_patience=1, optimizer={"lr": 0.05})
+    model, last = run(epochs=30, early_stopping_patience=1, optimizer={"lr": 0.05}, keep="last")
+    assert [e.val_loss for e in last.history] == [e.val_loss for e in best.history]  # the same training
+    assert last.kept_epoch == len(last.history) == best.kept_epoch + 1  # stopped one epoch after the best
+    assert all(torch.equal(model.state_dict()[key], value) for key, value in last.kept_state.items())
+
+
 def test_early_stopping_stops_after_patience():
     _, result = run(epochs=30, early_stopping_patience=1, optimizer={"lr": 0.05})
     assert result.stopped_early and len(result.history) < 30
-    assert len(result.history) == result.best_epoch + 1
+    assert len(result.history) == result.kept_epoch + 1
 
 
 def augmenter(**changes) -> Augmenter:

@@ -156,6 +156,10 @@ class Train(Section):
     early_stopping_patience: int | None = Field(
         ge=1, description="stop after this many epochs without a lower validation loss; null: off"
     )
+    keep: Literal["best", "last"] = Field(
+        description="the epoch whose weights become the model: `best`, the lowest validation loss; `last`, the "
+        "last epoch trained, as the source documents report theirs"
+    )
     augment: Augment
 
 

@@ -73,8 +73,8 @@ class EpochResult:
 
 @dataclass
 class TrainResult:
-    best_epoch: int
-    best_state: dict[str, torch.Tensor]
+    kept_epoch: int  # train.keep's choice: the lowest validation loss, or the last epoch
+    kept_state: dict[str, torch.Tensor]
     initial: EpochResult  # epoch 0, before any update
     history: list[EpochResult] = field(default_factory=list)  # epochs 1, 2, ...
     stopped_early: bool = False
@@ -265,7 +265,7 @@ def train(
         on_epoch(outcome)
         return outcome
 
-    result = TrainResult(best_epoch=0, best_state={}, initial=finished(0, loop.lr, time.perf_counter(), None, None))
+    result = TrainResult(kept_epoch=0, kept_state={}, initial=finished(0, loop.lr, time.perf_counter(), None, None))
     best_loss, epochs_without_gain = math.inf, 0
     for epoch in range(1, params.epochs + 1):
         started, lr = time.perf_counter(), loop.lr
@@ -273,14 +273,13 @@ def train(
         batch_loss, batch_accuracy = _train_epoch(loop, epoch)
         outcome = finished(epoch, lr, started, batch_loss, batch_accuracy)
         result.history.append(outcome)
-        if outcome.val_loss < best_loss:
-            best_loss, epochs_without_gain = outcome.val_loss, 0
-            result.best_epoch, result.best_state = epoch, copy.deepcopy(model.state_dict())
-        else:
-            epochs_without_gain += 1
-            if params.early_stopping_patience is not None and epochs_without_gain >= params.early_stopping_patience:
-                result.stopped_early = True
-                break
+        improved = outcome.val_loss < best_loss
+        best_loss, epochs_without_gain = (outcome.val_loss, 0) if improved else (best_loss, epochs_without_gain + 1)
+        if improved or params.keep == "last":
+            result.kept_epoch, result.kept_state = epoch, copy.deepcopy(model.state_dict())
+        if params.early_stopping_patience is not None and epochs_without_gain >= params.early_stopping_patience:
+            result.stopped_early = True
+            break
     return result
 
 

@@ -58,9 +58,9 @@ class Progress:
 
 def summary(result: TrainResult, parameters: int) -> dict:
     """The final metrics: the kept epoch's, not the last one's."""
-    kept = result.history[result.best_epoch - 1]
+    kept = result.history[result.kept_epoch - 1]
     return {
-        "kept_epoch": result.best_epoch,
+        "kept_epoch": result.kept_epoch,
         "epochs_run": len(result.history),
         "stopped_early": result.stopped_early,
         "parameters": parameters,
@@ -106,7 +106,7 @@ def main(params: Params, data: Path, stats: Path, model_path: Path, live_dir: Pa
 
             result = train(model, train_set, val_set, params.train, background, after_epoch)
         seconds = time.perf_counter() - started
-        model.load_state_dict(result.best_state)
+        model.load_state_dict(result.kept_state)
         save_model(model_file, model, params.model, normalization)
         write_json(
             timing_file,
@@ -117,10 +117,10 @@ def main(params: Params, data: Path, stats: Path, model_path: Path, live_dir: Pa
             },
         )
         write_json(live_folder / "metrics.json", summary(result, sum(p.numel() for p in model.parameters())))
-        save_figure(learning_curves([asdict(e) for e in result.curves], result.best_epoch), live_folder / "curves.png")
-    kept = result.history[result.best_epoch - 1]
+        save_figure(learning_curves([asdict(e) for e in result.curves], result.kept_epoch), live_folder / "curves.png")
+    kept = result.history[result.kept_epoch - 1]
     click.echo(
-        f"train: kept epoch {result.best_epoch} (val loss {kept.val_loss:.4f}, accuracy {kept.val_accuracy:.4f}), "
+        f"train: kept epoch {result.kept_epoch} (val loss {kept.val_loss:.4f}, accuracy {kept.val_accuracy:.4f}), "
         f"{seconds:.1f} s on {device}"
     )
 

@@ -35,6 +35,7 @@ class Study(Declared):
     question: str
     source: str  # the document (by its name in docs/sources.md) and the settings its numbers come from
     settings: dict[str, Any] = {}  # dotted params.yaml keys -> values, for every arm
+    assumptions: list[str] = []  # what this project chose where the source is silent, shown with the table
     arms: dict[Name, Arm] = Field(min_length=2)
 
 

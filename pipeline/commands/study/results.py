@@ -168,6 +168,7 @@ def markdown_table(name: str, study: Study, results: list[ArmResult], commit: st
     lines = [
         f"**{name}**: {study.question} Source: {study.source}. Measured on top of commit `{commit[:7]}`.",
         "",
+        *([f"Assumed where the source is silent: {'; '.join(study.assumptions)}.", ""] if study.assumptions else []),
         "| " + " | ".join(header) + " |",
         "|" + " --- |" * len(header),
     ]
