@@ -226,6 +226,17 @@ def test_divergence_leaves_no_model(tmp_path, raw_dir, run_stage):
     assert not (tmp_path / "model/model.pt").exists() and not (tmp_path / "reports/train").exists()
 
 
+def test_a_recorded_divergence_is_trains_result_and_evaluate_runs_on_it(tmp_path, raw_dir, run_stage):
+    train_params = {"optimizer": {"name": "sgd", "lr": 1e20}, "on_divergence": "record"}
+    params_file = write_params(tmp_path / "params.yaml", small_params(train=train_params))
+    paths = run_pipeline(run_stage, params_file, raw_dir, tmp_path)
+    summary = json.loads((paths["live"] / "metrics.json").read_text())
+    assert summary["kept_epoch"] == 0 and summary["epochs_run"] == 0
+    assert summary["diverged"]["epoch"] == 1 and summary["diverged"]["step"] >= 1
+    assert isinstance(summary["diverged"]["loss"], str | float)  # "inf" or "nan" as text: the file stays JSON
+    assert json.loads((paths["metrics"]).read_text())["test"]["accuracy"] < 0.5  # the untouched model
+
+
 def test_debug_flag_shows_the_traceback(tmp_path, params_file, run_stage):
     from pipeline.lib.errors import PipelineError
 

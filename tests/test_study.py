@@ -19,6 +19,7 @@ from pipeline.commands.study.plan import Studies, load_studies, runs
 from pipeline.commands.study.results import (
     MetricFiles,
     baseline_commit,
+    figure,
     index_page,
     markdown_table,
     recorded_experiments,
@@ -76,12 +77,11 @@ def test_fewer_than_two_seeds_or_an_unknown_study_is_refused():
         runs(studies(), ["nope"], PARAMS)
 
 
-def recorded(name: str, accuracy: float, epoch: int = 3) -> dict:
+def recorded(name: str, accuracy: float, epoch: int = 3, diverged: dict | None = None) -> dict:
+    summary = {"train": {"accuracy": 0.99}, "val": {"accuracy": accuracy}, "kept_epoch": epoch}
     metrics = {
         FILES.evaluation: {"data": {"test": {"accuracy": accuracy, "loss": 1 - accuracy}}},
-        FILES.training_summary: {
-            "data": {"train": {"accuracy": 0.99}, "val": {"accuracy": accuracy}, "kept_epoch": epoch}
-        },
+        FILES.training_summary: {"data": summary | ({"diverged": diverged} if diverged else {})},
     }
     return {"rev": f"rev-of-{name}", "name": name, "data": {"metrics": metrics}, "error": None, "experiments": None}
 
@@ -139,6 +139,23 @@ def test_results_per_arm_with_spread_failures_and_noise():
     assert "\n\nAssumed where the source is silent: 20 epochs; the batch's mean.\n\n| arm |" in markdown_table(
         "s", assumed, [a, b], "1234567890"
     )
+
+
+def test_a_diverged_run_is_a_result_with_its_epoch_step_and_loss():
+    blew_up = {"epoch": 1, "step": 7, "loss": "inf"}
+    shown = exp_show(
+        *(recorded(f"s-a-s{i}", 0.9) for i in range(3)),
+        recorded("s-b-s0", 0.1, epoch=0, diverged=blew_up),
+        recorded("s-b-s1", 0.8),
+    )
+    declared = studies()
+    planned, recorded_runs = runs(declared, [], PARAMS), recorded_experiments(shown)
+    results = summarize(declared.studies["s"], planned, recorded_runs, FILES, committed)
+    assert results[1].diverged == {"s-b-s0": blew_up} and results[1].failed == ["s-b-s2"]
+    table = markdown_table("s", declared.studies["s"], results, "1234567890")
+    assert "| b | 2 (1 diverged, 1 failed) |" in table
+    assert "b diverged on 1 of 2 seeds (s-b-s0: epoch 1, step 7, loss inf): its numbers are those of the epoch" in table
+    assert "diverged 1/2" in [text.get_text() for text in figure("s", results).axes[0].texts]
 
 
 def test_a_difference_beyond_the_seed_noise_is_not_marked():

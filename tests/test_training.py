@@ -88,6 +88,18 @@ def test_mse_loss_and_penalties_train():
     assert result.history[-1].val_accuracy > 0.8
 
 
+def test_a_recorded_divergence_ends_training_and_keeps_the_epoch_before_it():
+    exploding = {"optimizer": {"name": "sgd", "lr": 1e6}, "on_divergence": "record"}
+    params = Params.model_validate(small_params(train=exploding))
+    make_deterministic(params.train.seed)
+    model = build_model(params.model)
+    untouched = copy.deepcopy(model.state_dict())
+    result = train(model, dataset(300, 0), dataset(100, 1), params.train, torch.full((784,), -0.2), lambda _: None)
+    assert result.diverged.epoch == 1 and result.diverged.step >= 1 and result.history == []
+    assert result.kept_epoch == 0  # no epoch ended before the loss blew up: the untouched model is kept
+    assert all(torch.equal(untouched[key], value) for key, value in result.kept_state.items())
+
+
 def test_divergence_stops_with_epoch_step_and_lr():
     with pytest.raises(
         TrainingDiverged, match=r"diverged: loss .* at epoch 1, step \d+ with lr 1e\+06: lower train.optimizer.lr"

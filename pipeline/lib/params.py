@@ -156,6 +156,10 @@ class Train(Section):
     early_stopping_patience: int | None = Field(
         ge=1, description="stop after this many epochs without a lower validation loss; null: off"
     )
+    on_divergence: Literal["stop", "record"] = Field(
+        description="`stop`: a diverging run ends with a one-line error and writes no model; `record`: training "
+        "ends there, the kept epoch before it is the model, and train's metrics record the epoch, step and loss"
+    )
     keep: Literal["best", "last"] = Field(
         description="the epoch whose weights become the model: `best`, the lowest validation loss; `last`, the "
         "last epoch trained, as the source documents report theirs"

@@ -31,8 +31,21 @@ EVAL_BATCH = 4096
 EXPLODED_LOSS = 1e4
 
 
+@dataclass(frozen=True)
+class Divergence:
+    """Where training diverged: the epoch, the step (None: the validation loss after the epoch) and the loss."""
+
+    epoch: int
+    step: int | None
+    loss: float
+
+
 class TrainingDiverged(PipelineError):
     """The loss became NaN or infinite, or exploded past EXPLODED_LOSS."""
+
+    def __init__(self, message: str, where: Divergence) -> None:
+        super().__init__(message)
+        self.where = where
 
 
 @dataclass(frozen=True)
@@ -78,6 +91,7 @@ class TrainResult:
     initial: EpochResult  # epoch 0, before any update
     history: list[EpochResult] = field(default_factory=list)  # epochs 1, 2, ...
     stopped_early: bool = False
+    diverged: Divergence | None = None  # train.on_divergence: record
 
     @property
     def curves(self) -> list[EpochResult]:
@@ -177,7 +191,8 @@ def check_validation_loss(val_loss: float, epoch: int, lr: float) -> None:
             "non-finite values; rerun preprocess and split"
         )
     raise TrainingDiverged(
-        f"training diverged: validation loss {val_loss} at epoch {epoch} with lr {lr:g}: lower train.optimizer.lr"
+        f"training diverged: validation loss {val_loss} at epoch {epoch} with lr {lr:g}: lower train.optimizer.lr",
+        Divergence(epoch, None, val_loss),
     )
 
 
@@ -265,21 +280,27 @@ def train(
         on_epoch(outcome)
         return outcome
 
-    result = TrainResult(kept_epoch=0, kept_state={}, initial=finished(0, loop.lr, time.perf_counter(), None, None))
+    initial = finished(0, loop.lr, time.perf_counter(), None, None)
+    result = TrainResult(kept_epoch=0, kept_state=copy.deepcopy(model.state_dict()), initial=initial)
     best_loss, epochs_without_gain = math.inf, 0
-    for epoch in range(1, params.epochs + 1):
-        started, lr = time.perf_counter(), loop.lr
-        model.train()
-        batch_loss, batch_accuracy = _train_epoch(loop, epoch)
-        outcome = finished(epoch, lr, started, batch_loss, batch_accuracy)
-        result.history.append(outcome)
-        improved = outcome.val_loss < best_loss
-        best_loss, epochs_without_gain = (outcome.val_loss, 0) if improved else (best_loss, epochs_without_gain + 1)
-        if improved or params.keep == "last":
-            result.kept_epoch, result.kept_state = epoch, copy.deepcopy(model.state_dict())
-        if params.early_stopping_patience is not None and epochs_without_gain >= params.early_stopping_patience:
-            result.stopped_early = True
-            break
+    try:
+        for epoch in range(1, params.epochs + 1):
+            started, lr = time.perf_counter(), loop.lr
+            model.train()
+            batch_loss, batch_accuracy = _train_epoch(loop, epoch)
+            outcome = finished(epoch, lr, started, batch_loss, batch_accuracy)
+            result.history.append(outcome)
+            improved = outcome.val_loss < best_loss
+            best_loss, epochs_without_gain = (outcome.val_loss, 0) if improved else (best_loss, epochs_without_gain + 1)
+            if improved or params.keep == "last":
+                result.kept_epoch, result.kept_state = epoch, copy.deepcopy(model.state_dict())
+            if params.early_stopping_patience is not None and epochs_without_gain >= params.early_stopping_patience:
+                result.stopped_early = True
+                break
+    except TrainingDiverged as diverged:
+        if params.on_divergence == "stop":
+            raise
+        result.diverged = diverged.where  # the kept epoch stays the model: the last one before, or epoch 0
     return result
 
 
@@ -307,7 +328,8 @@ def _train_epoch(loop: Loop, epoch: int) -> tuple[float, float]:
         if not math.isfinite(value) or value > EXPLODED_LOSS:
             raise TrainingDiverged(
                 f"training diverged: loss {value:.3g} at epoch {epoch}, step {step} with lr {loop.lr:g}: "
-                "lower train.optimizer.lr"
+                "lower train.optimizer.lr",
+                Divergence(epoch, step, value),
             )
         loop.optimizer.step()
         if loop.scheduler is not None:

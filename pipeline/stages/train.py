@@ -1,8 +1,10 @@
-"""Stage 4: train the MLP, validate every epoch, keep the weights of the lowest validation loss."""
+"""Stage 4: train the MLP, validate every epoch, keep the epoch train.keep names (by default the lowest
+validation loss)."""
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -20,7 +22,7 @@ from pipeline.lib.model import build_model
 from pipeline.lib.model_file import save_model
 from pipeline.lib.normalization import Normalization
 from pipeline.lib.params import Params
-from pipeline.lib.training import Dataset, EpochResult, TrainResult, train
+from pipeline.lib.training import Dataset, Divergence, EpochResult, TrainResult, train
 
 
 class Progress:
@@ -57,8 +59,8 @@ class Progress:
 
 
 def summary(result: TrainResult, parameters: int) -> dict:
-    """The final metrics: the kept epoch's, not the last one's."""
-    kept = result.history[result.kept_epoch - 1]
+    """The final metrics: the kept epoch's, and where training diverged if it did (train.on_divergence: record)."""
+    kept = result.curves[result.kept_epoch]
     return {
         "kept_epoch": result.kept_epoch,
         "epochs_run": len(result.history),
@@ -66,7 +68,14 @@ def summary(result: TrainResult, parameters: int) -> dict:
         "parameters": parameters,
         "train": {"loss": round(kept.train_loss, 6), "accuracy": round(kept.train_accuracy, 6)},
         "val": {"loss": round(kept.val_loss, 6), "accuracy": round(kept.val_accuracy, 6)},
+        **({"diverged": divergence(result.diverged)} if result.diverged else {}),
     }
+
+
+def divergence(where: Divergence) -> dict:
+    """Where training diverged, as JSON: a loss that is NaN or infinite is written as text ("nan", "inf")."""
+    loss = round(where.loss, 6) if math.isfinite(where.loss) else str(where.loss)
+    return {"epoch": where.epoch, "step": where.step, "loss": loss}
 
 
 @click.option("--data", type=PATH, required=True, help="Folder of the train and val arrays.")
@@ -113,12 +122,15 @@ def main(params: Params, data: Path, stats: Path, model_path: Path, live_dir: Pa
             {
                 "numerics": numerics_fingerprint(device),
                 "train_seconds": round(seconds, 2),
-                "seconds_per_epoch": round(sum(e.seconds for e in result.history) / len(result.history), 3),
+                "seconds_per_epoch": round(sum(e.seconds for e in result.history) / max(1, len(result.history)), 3),
             },
         )
         write_json(live_folder / "metrics.json", summary(result, sum(p.numel() for p in model.parameters())))
         save_figure(learning_curves([asdict(e) for e in result.curves], result.kept_epoch), live_folder / "curves.png")
-    kept = result.history[result.kept_epoch - 1]
+    if result.diverged:
+        where = result.diverged
+        click.echo(f"train: diverged at epoch {where.epoch}, step {where.step} (loss {where.loss:.3g}); recorded")
+    kept = result.curves[result.kept_epoch]
     click.echo(
         f"train: kept epoch {result.kept_epoch} (val loss {kept.val_loss:.4f}, accuracy {kept.val_accuracy:.4f}), "
         f"{seconds:.1f} s on {device}"

@@ -4,8 +4,9 @@
 Every arm x seed of the named studies (all, without names) that has no finished experiment on
 top of the current commit is run, each from the committed params.yaml plus only its own
 settings, so no run inherits another's params. Each runs the pipeline up to RESULTS_STAGE:
-analyze's figures of a run are one `dvc exp apply <name> && dvc repro` away, and would cost every
-run of a study seconds. The runs are `dvc exp run --temp`, --jobs at a time (workers.py); then DVC's
+analyze's figures of a run are one `dvc exp apply <name> && dvc repro` away, and would add seconds
+to every run. The runs are `dvc exp run --temp`, --jobs at a time (workers.py), or, with --worker,
+taken by workers on many machines and collected with --collect-from (cluster.py); then DVC's
 record of the experiments (`dvc exp show --json`, and each experiment's commit) becomes
 <out>/<study>.json, .md and .png, and <out>/index.md lists the tables. The committed studies
 write reports/studies/; a studies file of your own writes build/studies/<its name>/ unless --out

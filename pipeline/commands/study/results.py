@@ -12,7 +12,7 @@ import json
 import math
 import statistics
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from pipeline.commands.study.plan import Run, Study
 from pipeline.lib.figures import plt
@@ -66,10 +66,11 @@ class ArmResult:
     arm: str
     reported: float | None
     runs: int
-    failed: list[str]  # names of the experiments that did not finish (e.g. training diverged)
+    failed: list[str]  # names of the experiments that did not finish: a run that broke
     mean: dict[str, float]
     std: dict[str, float]
     curve: list[float]  # mean validation accuracy per epoch from epoch 0, over the seeds
+    diverged: dict[str, dict] = field(default_factory=dict)  # run name -> epoch, step, loss (train.on_divergence)
     difference: float | None = None  # test accuracy minus the first arm's
     within_noise: bool | None = None
 
@@ -133,11 +134,13 @@ def summarize(
             else {}
         )
         mean_curve = [statistics.fmean(epoch) for epoch in zip(*curves)]
-        results.append(
-            ArmResult(
-                arm_name, arm.reported, len(values), [n for n in names if n not in recorded], mean, std, mean_curve
-            )
-        )
+        diverged = {
+            row["name"]: where
+            for row in rows
+            if (where := row["data"]["metrics"][files.training_summary]["data"].get("diverged"))
+        }
+        failed = [name for name in names if name not in recorded]
+        results.append(ArmResult(arm_name, arm.reported, len(values), failed, mean, std, mean_curve, diverged))
     return compare_to_first(results)
 
 
@@ -177,8 +180,20 @@ def markdown_table(name: str, study: Study, results: list[ArmResult], commit: st
             cells = [measure.format(result.mean[key], result.std[key]) for key, measure in MEASURES.items()]
         else:
             cells = ["-"] * len(MEASURES)
-        seeds = f"{result.runs}" + (f" ({len(result.failed)} failed)" if result.failed else "")
+        counts = ((len(result.diverged), "diverged"), (len(result.failed), "failed"))
+        notes = [f"{count} {what}" for count, what in counts if count]
+        seeds = f"{result.runs}" + (f" ({', '.join(notes)})" if notes else "")
         lines.append("| " + " | ".join([result.arm, seeds, *cells, _versus(result), _reported(result.reported)]) + " |")
+    for result in results:
+        if result.diverged:
+            where = "; ".join(
+                f"{name}: epoch {w['epoch']}, step {w['step']}, loss {w['loss']}" for name, w in result.diverged.items()
+            )
+            lines += [
+                "",
+                f"{result.arm} diverged on {len(result.diverged)} of {result.runs} seeds ({where}): "
+                "its numbers are those of the epoch kept before, epoch 0 being the untouched network.",
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -222,6 +237,16 @@ def figure(name: str, results: list[ArmResult]) -> plt.Figure:
         arms.scatter(
             [i for i, _ in reported], [100 * v for _, v in reported], marker="x", color="black", label="source reports"
         )
+    for index, result in ran:
+        if result.diverged:
+            arms.annotate(
+                f"diverged {len(result.diverged)}/{result.runs}",
+                (index, 100 * result.mean["test_accuracy"]),
+                textcoords="offset points",
+                xytext=(6, 6),
+                fontsize=8,
+                color="firebrick",
+            )
     arms.set_xticks(range(len(results)), [r.arm for r in results], rotation=20)
     arms.set(ylabel="test accuracy (%)", title=f"study: {name}")
     arms.legend(fontsize=8, loc="lower right")
