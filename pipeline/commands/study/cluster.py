@@ -34,11 +34,16 @@ RUN_POLL_SECONDS = 0.5
 WORKER_IDENTITY = ["-c", "user.name=study worker", "-c", "user.email=study-worker@localhost"]
 
 
+def last_line_of(result: subprocess.CompletedProcess) -> str:
+    """What a failed command said last: its error, for a one-line message."""
+    said = (result.stderr or result.stdout).strip().splitlines()
+    return said[-1] if said else "no output"
+
+
 def git(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run(["git", *args], capture_output=True, text=True)
     if check and result.returncode:
-        said = (result.stderr or result.stdout).strip().splitlines() or ["no output"]
-        raise PipelineError(f"git {args[0]} failed: {said[-1]}")
+        raise PipelineError(f"git {args[0]} failed: {last_line_of(result)}")
     return result
 
 
@@ -198,9 +203,8 @@ def publish(name: str, remote: str, commit: str, sha: str) -> None:
     if result.returncode:
         ref = claim_ref(commit, name)
         git("push", "--quiet", f"--force-with-lease={ref}:{sha}", remote, f":{ref}")
-        said = (result.stderr or result.stdout).strip().splitlines() or ["no output"]
         raise PipelineError(
-            f"dvc exp push {remote} {name} failed ({said[-1]}): give this machine write access to the DVC "
+            f"dvc exp push {remote} {name} failed ({last_line_of(result)}): give this machine write access to the DVC "
             "remote (dvc remote list), then start the worker again"
         )
 
@@ -212,8 +216,7 @@ def pull(planned: list[Run], remote: str, commit: str) -> None:
     if names:
         result = subprocess.run(["dvc", "exp", "pull", remote, *names], capture_output=True, text=True)
         if result.returncode:
-            said = (result.stderr or result.stdout).strip().splitlines() or ["no output"]
-            raise PipelineError(f"dvc exp pull {remote} failed: {said[-1]}")
+            raise PipelineError(f"dvc exp pull {remote} failed: {last_line_of(result)}")
     for name, claim in sorted(claims(remote, commit).items()):
         if claim.failed:
             click.echo(f"study: {name} failed on a worker: {claim.subject}", err=True)
