@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline.commands.bench.stages import OVERHEAD_STUDY
 from pipeline.commands.study import cluster
 from pipeline.commands.study.command import main
 from pipeline.commands.study.plan import Run
@@ -25,18 +26,8 @@ from pipeline.lib.layout import stage_path
 
 from conftest import PROJECT_ROOT, dvc, git
 
-# Two arms x two seeds of one epoch on the scratch project's 2,000 images.
-SMALL_STUDY = {
-    "seeds": [0, 1],
-    "studies": {
-        "c": {
-            "question": "Do runs on two workers give what one machine gives?",
-            "source": "test",
-            "settings": {"train.epochs": 1},
-            "arms": {"default": {}, "higher_lr": {"params": {"train.optimizer.lr": 0.01}}},
-        }
-    },
-}
+# bench's study (two arms of one epoch on the scratch project's 2,000 images) over two seeds.
+SMALL_STUDY = {"seeds": [0, 1], "studies": {"c": OVERHEAD_STUDY["studies"]["bench"]}}
 
 
 @pytest.fixture
