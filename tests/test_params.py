@@ -112,3 +112,16 @@ def test_manual_backward_refuses_what_it_does_not_cover(tmp_path, overrides, nam
     assert f"params.yaml: train.backward: manual does not cover {named} (it covers" in message
     assert message.endswith("set train.backward: autograd")
     load_params(write_params(tmp_path / "ok.yaml", small_params(train={"backward": "manual"}, model={"dropout": 0.2})))
+
+
+@pytest.mark.parametrize(
+    ("train", "named"),
+    [
+        ({"keep": "best"}, "train.keep: best"),
+        ({"keep": "last", "early_stopping_patience": 2}, "train.early_stopping_patience"),
+    ],
+)
+def test_no_validation_set_refuses_what_needs_one(tmp_path, train, named):
+    message = error_for(tmp_path, split={"val_fraction": 0.0}, train=train)
+    assert f"split.val_fraction: 0 leaves no validation set, which {named} needs: set train.keep: last" in message
+    load_params(write_params(tmp_path / "ok.yaml", small_params(split={"val_fraction": 0.0}, train={"keep": "last"})))

@@ -36,7 +36,7 @@ def test_every_key_of_params_yaml_has_a_row_with_a_description():
 @pytest.mark.parametrize(
     "key, allowed",
     [
-        ("split.val_fraction", "number > 0 and < 1"),
+        ("split.val_fraction", "number >= 0 and < 1"),
         ("split.train_subset", "null or integer >= 10"),
         ("model.hidden_sizes", "list, each integer >= 1"),
         ("model.activation", "`relu`, `tanh`, `sigmoid`, `gelu`, `leaky_relu`"),

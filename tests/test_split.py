@@ -1,5 +1,5 @@
-"""The validation split is seeded, stratified and disjoint, or the last images as Keras takes them;
-train_subset shrinks only the training part."""
+"""The validation split is seeded, stratified and disjoint, the last images as Keras takes them, or
+none; train_subset shrinks only the training part, by a stratified draw or to its first images."""
 
 import numpy as np
 import pytest
@@ -11,8 +11,8 @@ from pipeline.lib.splitting import class_counts, split_indices
 LABELS = np.repeat(np.arange(10, dtype=np.uint8), 100)
 
 
-def split(holdout: str = "stratified", **settings) -> Split:
-    return Split(holdout=holdout, **settings)
+def split(holdout: str = "stratified", subset_draw: str = "stratified", **settings) -> Split:
+    return Split(holdout=holdout, subset_draw=subset_draw, **settings)
 
 
 def test_disjoint_covering_and_stratified():
@@ -48,3 +48,18 @@ def test_the_last_images_are_the_holdout_as_keras_validation_split_takes_them():
     assert np.array_equal(val, np.arange(48_000, 60_000)) and np.array_equal(train, np.arange(48_000))
     subset, same_val = split_indices(labels, split("last", val_fraction=0.2, train_subset=1_000, seed=3))
     assert np.array_equal(same_val, val) and len(subset) == 1_000 and subset.max() < 48_000
+
+
+def test_no_validation_set_trains_on_every_image():
+    train, val = split_indices(LABELS, split(val_fraction=0.0, train_subset=None, seed=3))
+    assert np.array_equal(train, np.arange(len(LABELS))) and len(val) == 0
+
+
+@pytest.mark.parametrize("holdout", ["stratified", "last"])
+def test_the_first_images_are_the_subset_as_the_cnn_assignment_takes_them(holdout):
+    labels = np.arange(60_000) % 10
+    full_train, full_val = split_indices(labels, split(holdout, val_fraction=1 / 6, train_subset=None, seed=3))
+    train, val = split_indices(labels, split(holdout, "first", val_fraction=1 / 6, train_subset=2_000, seed=3))
+    assert np.array_equal(val, full_val) and np.array_equal(train, full_train[:2_000])
+    if holdout == "last":
+        assert np.array_equal(train, np.arange(2_000)) and np.array_equal(val, np.arange(50_000, 60_000))

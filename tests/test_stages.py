@@ -237,6 +237,17 @@ def test_a_recorded_divergence_is_trains_result_and_evaluate_runs_on_it(tmp_path
     assert json.loads((paths["metrics"]).read_text())["test"]["accuracy"] < 0.5  # the untouched model
 
 
+def test_without_a_validation_set_every_stage_runs_on_all_training_images(tmp_path, raw_dir, run_stage):
+    settings = {"split": {"val_fraction": 0.0}, "train": {"keep": "last"}}
+    paths = run_pipeline(run_stage, write_params(tmp_path / "params.yaml", small_params(**settings)), raw_dir, tmp_path)
+    counts = json.loads(paths["counts"].read_text())
+    assert counts["train"]["total"] == 400 and counts["val"]["total"] == 0  # write_raw's 400 training images
+    summary = json.loads((paths["live"] / "metrics.json").read_text())
+    assert summary["val"] is None and summary["kept_epoch"] == summary["epochs_run"] == 3
+    assert not (paths["live"] / "plots/metrics/val").exists()
+    assert json.loads(paths["metrics"].read_text())["test"]["accuracy"] > 0.5
+
+
 def test_debug_flag_shows_the_traceback(tmp_path, params_file, run_stage):
     from pipeline.lib.errors import PipelineError
 

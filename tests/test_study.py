@@ -77,8 +77,9 @@ def test_fewer_than_two_seeds_or_an_unknown_study_is_refused():
         runs(studies(), ["nope"], PARAMS)
 
 
-def recorded(name: str, accuracy: float, epoch: int = 3, diverged: dict | None = None) -> dict:
-    summary = {"train": {"accuracy": 0.99}, "val": {"accuracy": accuracy}, "kept_epoch": epoch}
+def recorded(name: str, accuracy: float, epoch: int = 3, diverged: dict | None = None, validated: bool = True) -> dict:
+    val = {"accuracy": accuracy} if validated else None  # split.val_fraction: 0 writes "val": null
+    summary = {"train": {"accuracy": 0.99}, "val": val, "kept_epoch": epoch}
     metrics = {
         FILES.evaluation: {"data": {"test": {"accuracy": accuracy, "loss": 1 - accuracy}}},
         FILES.training_summary: {"data": summary | ({"diverged": diverged} if diverged else {})},
@@ -156,6 +157,20 @@ def test_a_diverged_run_is_a_result_with_its_epoch_step_and_loss():
     assert "| b | 2 (1 diverged, 1 failed) |" in table
     assert "b diverged on 1 of 2 seeds (s-b-s0: epoch 1, step 7, loss inf): its numbers are those of the epoch" in table
     assert "diverged 1/2" in [text.get_text() for text in figure("s", results).axes[0].texts]
+
+
+def test_an_arm_without_a_validation_set_shows_no_validation_numbers():
+    shown = exp_show(
+        *(recorded(f"s-a-s{i}", 0.90) for i in range(3)),
+        *(recorded(f"s-b-s{i}", 0.95, validated=False) for i in range(3)),
+    )
+    declared = studies()
+    a, b = summarize(declared.studies["s"], runs(declared, [], PARAMS), recorded_experiments(shown), FILES, committed)
+    assert "val_accuracy" in a.mean and "val_accuracy" not in b.mean and b.curve == []
+    assert b.mean["test_accuracy"] == pytest.approx(0.95) and b.mean["train_seconds"] == pytest.approx(11.0)
+    table = markdown_table("s", declared.studies["s"], [a, b], "1234567890")
+    assert "| b | 3 | 95.00% ± 0.00 | 0.0500 ± 0.0000 | 99.00% ± 0.00 | - | 3.0 ± 0.0 |" in table
+    assert [line.get_label() for line in figure("s", [a, b]).axes[1].get_lines()] == ["a"]
 
 
 def test_a_difference_beyond_the_seed_noise_is_not_marked():

@@ -115,6 +115,24 @@ def test_keep_last_keeps_the_last_epoch_trained_whatever_its_validation_loss():
     assert all(torch.equal(model.state_dict()[key], value) for key, value in last.kept_state.items())
 
 
+def test_without_a_validation_set_the_last_epoch_is_kept_and_nothing_is_validated():
+    params = Params.model_validate(small_params(split={"val_fraction": 0.0}, train={"epochs": 3, "keep": "last"}))
+    make_deterministic(params.train.seed)
+    model = build_model(params.model)
+    result = train(model, dataset(300, 0), None, params.train, torch.full((784,), -0.2), lambda _: None)
+    assert all(epoch.val_loss is None and epoch.val_accuracy is None for epoch in result.curves)
+    assert result.kept_epoch == 3 and result.history[-1].train_accuracy > 0.5
+    assert all(torch.equal(model.state_dict()[key], value) for key, value in result.kept_state.items())
+
+
+def test_without_a_validation_set_a_non_finite_training_loss_is_divergence(monkeypatch):
+    params = Params.model_validate(small_params(split={"val_fraction": 0.0}, train={"epochs": 1, "keep": "last"}))
+    measured = iter([(2.3, 0.1), (float("inf"), 0.1)])  # the training set's clean pass, per epoch
+    monkeypatch.setattr(training, "evaluate", lambda *_: next(measured))
+    with pytest.raises(TrainingDiverged, match=r"^training diverged: training loss inf at epoch 1 with lr 0.001"):
+        train(build_model(params.model), dataset(300, 0), None, params.train, torch.full((784,), -0.2), lambda _: None)
+
+
 def test_early_stopping_stops_after_patience():
     _, result = run(epochs=30, early_stopping_patience=1, optimizer={"lr": 0.05})
     assert result.stopped_early and len(result.history) < 30

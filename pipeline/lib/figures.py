@@ -43,7 +43,8 @@ def learning_curves(epochs: list[dict], kept_epoch: int) -> plt.Figure:
                 for epoch, loss, accuracy in values
                 if loss is not None
             ]
-            axes.plot(*zip(*points), style, marker=".", label=label)
+            if points:  # no validation curve without a validation set
+                axes.plot(*zip(*points), style, marker=".", label=label)
         axes.axvline(kept_epoch, color="grey", linewidth=0.8, linestyle="--", label=f"kept epoch {kept_epoch}")
         axes.set(
             xlabel="epoch",

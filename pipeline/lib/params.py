@@ -45,7 +45,14 @@ class Preprocess(Section):
 
 
 class Split(Section):
-    val_fraction: float = Field(gt=0, lt=1, description="share of the official training set held out for validation")
+    val_fraction: float = Field(
+        ge=0,
+        lt=1,
+        description=(
+            "share of the official training set held out for validation; 0: train on all 60,000 images with no "
+            "validation set (then train.keep must be `last` and early stopping off)"
+        ),
+    )
     holdout: Literal["stratified", "last"] = Field(
         description=(
             "`stratified`: a seeded draw that keeps each digit's share; `last`: the last images of the "
@@ -53,7 +60,13 @@ class Split(Section):
         )
     )
     train_subset: int | None = Field(
-        ge=10, description="train on this many images (stratified), e.g. 2000 to study overfitting; null: all"
+        ge=10, description="train on this many of the training images, e.g. 2000 to study overfitting; null: all"
+    )
+    subset_draw: Literal["stratified", "first"] = Field(
+        description=(
+            "how `train_subset` picks its images: `stratified`, a seeded draw that keeps each digit's share; "
+            "`first`, the first ones in the file's order, as the CNN assignment takes its 2,000"
+        )
     )
     seed: int = Field(description="the split's random seed")
 
@@ -184,6 +197,22 @@ class Params(Section):
     train: Train
     evaluate: Evaluate
     analyze: Analyze
+
+    @model_validator(mode="after")
+    def _no_validation_set_needs_no_validation(self) -> Params:
+        if self.split.val_fraction > 0:
+            return self
+        needs = {
+            "train.keep: best": self.train.keep == "best",
+            "train.early_stopping_patience": self.train.early_stopping_patience is not None,
+        }
+        if any(needs.values()):
+            named = ", ".join(key for key, bad in needs.items() if bad)
+            raise ValueError(
+                f"split.val_fraction: 0 leaves no validation set, which {named} needs: "
+                "set train.keep: last and train.early_stopping_patience: null, or hold out a validation set"
+            )
+        return self
 
     @model_validator(mode="after")
     def _manual_backward_covers_the_setup(self) -> Params:

@@ -1,4 +1,5 @@
-"""Train/validation split (seeded and stratified, or the last images), with an optional smaller training subset."""
+"""Train/validation split (seeded and stratified, the last images, or none), with an optional smaller
+training subset (stratified, or the first images)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ def split_indices(labels: np.ndarray, params: Split) -> tuple[np.ndarray, np.nda
     """(train, validation) index arrays, each sorted; a stratified holdout keeps the class
     proportions of `labels` in both, the last images keep the file's order."""
     indices = np.arange(len(labels))
-    if params.holdout == "last":
+    if params.val_fraction == 0:
+        train, validation = indices, indices[:0]
+    elif params.holdout == "last":
         kept = int(len(labels) * (1 - params.val_fraction))  # Keras' own arithmetic
         train, validation = indices[:kept], indices[kept:]
     else:
@@ -27,7 +30,9 @@ def split_indices(labels: np.ndarray, params: Split) -> tuple[np.ndarray, np.nda
                 f"split.train_subset is {params.train_subset} but only {len(train)} training images remain "
                 "after the validation split: lower it or set it to null"
             )
-        if params.train_subset < len(train):
+        if params.subset_draw == "first":
+            train = np.sort(train)[: params.train_subset]
+        elif params.train_subset < len(train):
             train, _ = train_test_split(
                 train, train_size=params.train_subset, stratify=labels[train], random_state=params.seed
             )

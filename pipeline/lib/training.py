@@ -69,15 +69,15 @@ class EpochResult:
     """Where training stands after `epoch` epochs (0: before any update).
 
     train_* come from a clean pass over the training set (eval mode, no augmentation), so the gap
-    to val_* measures overfitting fairly; batch_* are the running averages over the epoch's
-    augmented batches as trained on (None at epoch 0, before any batch).
+    to val_* measures overfitting fairly (None without a validation set); batch_* are the running
+    averages over the epoch's augmented batches as trained on (None at epoch 0, before any batch).
     """
 
     epoch: int
     train_loss: float
     train_accuracy: float
-    val_loss: float
-    val_accuracy: float
+    val_loss: float | None
+    val_accuracy: float | None
     batch_loss: float | None
     batch_accuracy: float | None
     lr: float
@@ -164,35 +164,42 @@ def evaluate(model: nn.Module, data: Dataset, loss_name: str = "cross_entropy") 
 
 @dataclass(frozen=True)
 class Measurement:
-    """Loss and accuracy of a clean pass (eval mode, no augmentation) over training and validation sets."""
+    """Loss and accuracy of a clean pass (eval mode, no augmentation) over the training and validation
+    sets; val_* are None without a validation set."""
 
     train_loss: float
     train_accuracy: float
-    val_loss: float
-    val_accuracy: float
+    val_loss: float | None
+    val_accuracy: float | None
+
+    @property
+    def watched(self) -> tuple[str, float]:
+        """The loss that tells bad data and divergence: the validation set's, else the training set's."""
+        return ("training", self.train_loss) if self.val_loss is None else ("validation", self.val_loss)
 
 
-def measure(model: nn.Module, train_data: Dataset, val_data: Dataset, loss_name: str) -> Measurement:
+def measure(model: nn.Module, train_data: Dataset, val_data: Dataset | None, loss_name: str) -> Measurement:
     """Where the model stands: a pure function of its weights and the data."""
-    val_loss, val_accuracy = evaluate(model, val_data, loss_name)
+    val_loss, val_accuracy = evaluate(model, val_data, loss_name) if val_data is not None else (None, None)
     train_loss, train_accuracy = evaluate(model, train_data, loss_name)
     return Measurement(
         train_loss=train_loss, train_accuracy=train_accuracy, val_loss=val_loss, val_accuracy=val_accuracy
     )
 
 
-def check_validation_loss(val_loss: float, epoch: int, lr: float) -> None:
-    """A non-finite validation loss before any update is bad data; after one, divergence."""
-    if math.isfinite(val_loss):
+def check_measured_loss(measured: Measurement, epoch: int, lr: float) -> None:
+    """A non-finite clean-pass loss before any update is bad data; after one, divergence."""
+    name, loss = measured.watched
+    if math.isfinite(loss):
         return
     if epoch == 0:
         raise PipelineError(
-            f"validation loss is {val_loss} before any update: the validation arrays hold "
+            f"{name} loss is {loss} before any update: the {name} arrays hold "
             "non-finite values; rerun preprocess and split"
         )
     raise TrainingDiverged(
-        f"training diverged: validation loss {val_loss} at epoch {epoch} with lr {lr:g}: lower train.optimizer.lr",
-        Divergence(epoch, None, val_loss),
+        f"training diverged: {name} loss {loss} at epoch {epoch} with lr {lr:g}: lower train.optimizer.lr",
+        Divergence(epoch, None, loss),
     )
 
 
@@ -236,12 +243,13 @@ class Loop:
 def train(
     model: nn.Module,
     train_data: Dataset,
-    val_data: Dataset,
+    val_data: Dataset | None,
     params: Train,
     background: torch.Tensor,
     on_epoch: Callable[[EpochResult], None],
 ) -> TrainResult:
-    """Train for params.epochs (or until early stopping); keep the weights of the lowest validation loss.
+    """Train for params.epochs (or until early stopping); keep the weights of the lowest validation loss,
+    or of the last epoch (train.keep; always the last without a validation set, `val_data` None).
 
     Loss, not accuracy: on 6,000 validation images accuracy moves in steps of one image (0.017
     points), so two epochs often tie on it, and noise, not the model, would pick between them.
@@ -268,7 +276,7 @@ def train(
 
     def finished(epoch: int, lr: float, started: float, batch_loss: float | None, batch_accuracy: float | None):
         measured = measure(model, train_data, val_data, params.loss)
-        check_validation_loss(measured.val_loss, epoch, lr)
+        check_measured_loss(measured, epoch, lr)
         outcome = EpochResult(
             epoch=epoch,
             **vars(measured),
@@ -290,7 +298,7 @@ def train(
             batch_loss, batch_accuracy = _train_epoch(loop, epoch)
             outcome = finished(epoch, lr, started, batch_loss, batch_accuracy)
             result.history.append(outcome)
-            improved = outcome.val_loss < best_loss
+            improved = outcome.val_loss is not None and outcome.val_loss < best_loss
             best_loss, epochs_without_gain = (outcome.val_loss, 0) if improved else (best_loss, epochs_without_gain + 1)
             if improved or params.keep == "last":
                 result.kept_epoch, result.kept_state = epoch, copy.deepcopy(model.state_dict())

@@ -1,5 +1,6 @@
 """Stage 4: train the MLP, validate every epoch, keep the epoch train.keep names (by default the lowest
-validation loss)."""
+validation loss). With split.val_fraction 0 there is no validation set: nothing is validated and the last
+epoch is kept."""
 
 from __future__ import annotations
 
@@ -53,9 +54,18 @@ class Progress:
             )
         click.echo(
             f"epoch {outcome.epoch}/{self.epochs}: train loss {outcome.train_loss:.4f} acc "
-            f"{outcome.train_accuracy:.4f} | "
-            f"val loss {outcome.val_loss:.4f} acc {outcome.val_accuracy:.4f} | {timing}"
+            f"{outcome.train_accuracy:.4f} | {validation(outcome)} | {timing}"
         )
+
+
+def validation(outcome: EpochResult) -> str:
+    if outcome.val_loss is None:
+        return "no validation set"
+    return f"val loss {outcome.val_loss:.4f} acc {outcome.val_accuracy:.4f}"
+
+
+def rounded(loss: float | None, accuracy: float | None) -> dict | None:
+    return None if loss is None else {"loss": round(loss, 6), "accuracy": round(accuracy, 6)}
 
 
 def summary(result: TrainResult, parameters: int) -> dict:
@@ -66,8 +76,8 @@ def summary(result: TrainResult, parameters: int) -> dict:
         "epochs_run": len(result.history),
         "stopped_early": result.stopped_early,
         "parameters": parameters,
-        "train": {"loss": round(kept.train_loss, 6), "accuracy": round(kept.train_accuracy, 6)},
-        "val": {"loss": round(kept.val_loss, 6), "accuracy": round(kept.val_accuracy, 6)},
+        "train": rounded(kept.train_loss, kept.train_accuracy),
+        "val": rounded(kept.val_loss, kept.val_accuracy),
         **({"diverged": divergence(result.diverged)} if result.diverged else {}),
     }
 
@@ -98,6 +108,7 @@ def main(params: Params, data: Path, stats: Path, model_path: Path, live_dir: Pa
     make_deterministic(params.train.seed)
     normalization = Normalization.from_json(json.loads(stats.read_text()))
     train_set, val_set = Dataset.load(data, "train", device), Dataset.load(data, "val", device)
+    val_set = val_set if len(val_set.labels) else None  # split.val_fraction: 0
     model = build_model(params.model).to(device)
     background = torch.from_numpy(normalization.black_pixel())
 
@@ -131,10 +142,7 @@ def main(params: Params, data: Path, stats: Path, model_path: Path, live_dir: Pa
         where = result.diverged
         click.echo(f"train: diverged at epoch {where.epoch}, step {where.step} (loss {where.loss:.3g}); recorded")
     kept = result.curves[result.kept_epoch]
-    click.echo(
-        f"train: kept epoch {result.kept_epoch} (val loss {kept.val_loss:.4f}, accuracy {kept.val_accuracy:.4f}), "
-        f"{seconds:.1f} s on {device}"
-    )
+    click.echo(f"train: kept epoch {result.kept_epoch} ({validation(kept)}), {seconds:.1f} s on {device}")
 
 
 if __name__ == "__main__":

@@ -94,8 +94,8 @@ def _revisions(shown: list[dict]) -> Iterator[dict]:
             yield from experiment.get("revs", [])
 
 
-def measures(row: Mapping, files: MetricFiles, read: ReadFile) -> dict[str, float]:
-    """Every MEASURES value of one experiment."""
+def measures(row: Mapping, files: MetricFiles, read: ReadFile) -> dict[str, float | None]:
+    """Every MEASURES value of one experiment; None where the run has none (no validation set)."""
     metrics = row["data"]["metrics"]
     loaded = {
         "evaluation": metrics[files.evaluation]["data"],
@@ -106,13 +106,16 @@ def measures(row: Mapping, files: MetricFiles, read: ReadFile) -> dict[str, floa
     for name, measure in MEASURES.items():
         value = loaded[measure.source]
         for part in measure.key.split("."):
-            value = value[part]
+            value = value[part] if value is not None else None
         values[name] = value
     return values
 
 
 def curve(row: Mapping, files: MetricFiles, read: ReadFile) -> list[float]:
-    """Validation accuracy per epoch from dvclive's TSV (a header row names the columns)."""
+    """Validation accuracy per epoch from dvclive's TSV (a header row names the columns); none for a
+    run without a validation set."""
+    if row["data"]["metrics"][files.training_summary]["data"]["val"] is None:
+        return []
     header, *lines = read(row["rev"], files.val_curve).splitlines()
     column = header.split("\t").index("accuracy")
     return [float(line.split("\t")[column]) for line in lines]
@@ -127,12 +130,9 @@ def summarize(
         rows = [recorded[name] for name in names if name in recorded]
         values = [measures(row, files, read) for row in rows]
         curves = [curve(row, files, read) for row in rows]
-        mean = {key: statistics.fmean(v[key] for v in values) for key in MEASURES} if values else {}
-        std = (
-            {key: statistics.stdev(v[key] for v in values) if len(values) > 1 else 0.0 for key in MEASURES}
-            if values
-            else {}
-        )
+        measured = [key for key in MEASURES if values and all(v[key] is not None for v in values)]
+        mean = {key: statistics.fmean(v[key] for v in values) for key in measured}
+        std = {key: statistics.stdev(v[key] for v in values) if len(values) > 1 else 0.0 for key in measured}
         mean_curve = [statistics.fmean(epoch) for epoch in zip(*curves)]
         diverged = {
             row["name"]: where
@@ -176,10 +176,10 @@ def markdown_table(name: str, study: Study, results: list[ArmResult], commit: st
         "|" + " --- |" * len(header),
     ]
     for result in results:
-        if result.runs:
-            cells = [measure.format(result.mean[key], result.std[key]) for key, measure in MEASURES.items()]
-        else:
-            cells = ["-"] * len(MEASURES)
+        cells = [
+            measure.format(result.mean[key], result.std[key]) if key in result.mean else "-"
+            for key, measure in MEASURES.items()
+        ]
         counts = ((len(result.diverged), "diverged"), (len(result.failed), "failed"))
         notes = [f"{count} {what}" for count, what in counts if count]
         seeds = f"{result.runs}" + (f" ({', '.join(notes)})" if notes else "")
@@ -251,6 +251,8 @@ def figure(name: str, results: list[ArmResult]) -> plt.Figure:
     arms.set(ylabel="test accuracy (%)", title=f"study: {name}")
     arms.legend(fontsize=8, loc="lower right")
     for _, result in ran:
+        if not result.curve:  # trained without a validation set
+            continue
         curves.plot(range(len(result.curve)), [1 - accuracy for accuracy in result.curve], marker=".", label=result.arm)
     curves.set_yscale("log")
     curves.set(
