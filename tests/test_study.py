@@ -78,8 +78,9 @@ def test_fewer_than_two_seeds_or_an_unknown_study_is_refused():
 
 
 def recorded(name: str, accuracy: float, epoch: int = 3, diverged: dict | None = None, validated: bool = True) -> dict:
-    val = {"accuracy": accuracy} if validated else None  # split.val_fraction: 0 writes "val": null
-    summary = {"train": {"accuracy": 0.99}, "val": val, "kept_epoch": epoch}
+    summary = {"train": {"accuracy": 0.99}, "kept_epoch": epoch}
+    if validated:  # split.val_fraction: 0 writes "val": null, which dvc exp show leaves out
+        summary["val"] = {"accuracy": accuracy}
     metrics = {
         FILES.evaluation: {"data": {"test": {"accuracy": accuracy, "loss": 1 - accuracy}}},
         FILES.training_summary: {"data": summary | ({"diverged": diverged} if diverged else {})},

@@ -106,7 +106,7 @@ def measures(row: Mapping, files: MetricFiles, read: ReadFile) -> dict[str, floa
     for name, measure in MEASURES.items():
         value = loaded[measure.source]
         for part in measure.key.split("."):
-            value = value[part] if value is not None else None
+            value = value.get(part) if value is not None else None  # dvc exp show drops null values
         values[name] = value
     return values
 
@@ -114,7 +114,7 @@ def measures(row: Mapping, files: MetricFiles, read: ReadFile) -> dict[str, floa
 def curve(row: Mapping, files: MetricFiles, read: ReadFile) -> list[float]:
     """Validation accuracy per epoch from dvclive's TSV (a header row names the columns); none for a
     run without a validation set."""
-    if row["data"]["metrics"][files.training_summary]["data"]["val"] is None:
+    if row["data"]["metrics"][files.training_summary]["data"].get("val") is None:
         return []
     header, *lines = read(row["rev"], files.val_curve).splitlines()
     column = header.split("\t").index("accuracy")
