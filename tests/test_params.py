@@ -25,7 +25,7 @@ def test_committed_params_are_valid():
 def test_unknown_key_lists_the_allowed_ones(tmp_path):
     message = error_for(tmp_path, train={"optimizer": {"learning_rate": 0.1}})
     assert "train.optimizer.learning_rate: unknown key" in message
-    assert "allowed here: name, lr, momentum, nesterov, weight_decay" in message
+    assert "allowed here: name, lr, momentum, nesterov, weight_decay, alpha" in message
 
 
 @pytest.mark.parametrize(
@@ -39,6 +39,7 @@ def test_unknown_key_lists_the_allowed_ones(tmp_path):
         ({"train": {"epochs": 2.5}}, "train.epochs: Input should be a valid integer"),
         ({"model": {"batch_norm": "yes"}}, "model.batch_norm: Input should be a valid boolean"),
         ({"train": {"optimizer": {"nesterov": True}}}, "nesterov: true needs name: sgd and momentum > 0"),
+        ({"train": {"optimizer": {"alpha": 1.0}}}, "train.optimizer.alpha: Input should be less than 1"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, overrides, expected):

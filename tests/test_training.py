@@ -208,6 +208,21 @@ def test_onecycle_keeps_the_momentum_of_params_unless_told_to_cycle_it(optimizer
     assert max(cycled) == pytest.approx(0.95, abs=1e-3) and min(cycled) < 0.86  # 0.95 -> 0.85 -> 0.95
 
 
+def test_rmsprop_takes_its_smoothing_from_params():
+    """Keras' RMSprop (rho 0.9) is torch's with alpha 0.9: check the first step's size."""
+    keras = {"name": "rmsprop", "lr": 0.001, "alpha": 0.9}
+    params = Params.model_validate(small_params(train={"optimizer": keras}))
+    model = build_model(params.model)
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = training.make_optimizer(model, params.train)
+    for parameter in model.parameters():
+        parameter.grad = torch.full_like(parameter, 2.0)
+    optimizer.step()
+    expected = 0.001 * 2.0 / ((0.1 * 2.0**2) ** 0.5 + 1e-8)  # lr * g / (sqrt((1 - alpha) * g^2) + torch's eps)
+    for old, new in zip(before, model.parameters(), strict=True):
+        torch.testing.assert_close(old - new.detach(), torch.full_like(old, expected))
+
+
 def test_non_finite_validation_data_is_named_before_any_update():
     params = Params.model_validate(small_params(train={"epochs": 1}))
     broken = dataset(100, 1)

@@ -103,6 +103,9 @@ class Optimizer(Section):
     momentum: float = Field(ge=0, lt=1, description="`sgd` and `rmsprop` only")
     nesterov: bool = Field(description="`sgd` with momentum > 0 only")
     weight_decay: float = Field(ge=0, description="the optimizer's own weight decay")
+    alpha: float = Field(
+        gt=0, lt=1, description="`rmsprop` only: the smoothing of its mean squared gradient (Keras calls it rho)"
+    )
 
     @model_validator(mode="after")
     def _nesterov_needs_momentum(self) -> Optimizer:

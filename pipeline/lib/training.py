@@ -128,7 +128,9 @@ def make_optimizer(model: nn.Module, params: Train) -> torch.optim.Optimizer:
     if config.name == "sgd":
         return torch.optim.SGD(model.parameters(), momentum=config.momentum, nesterov=config.nesterov, **common)
     if config.name == "rmsprop":
-        return torch.optim.RMSprop(model.parameters(), momentum=config.momentum, foreach=True, **common)
+        return torch.optim.RMSprop(
+            model.parameters(), alpha=config.alpha, momentum=config.momentum, foreach=True, **common
+        )
     return {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[config.name](model.parameters(), **common)
 
 
