@@ -13,6 +13,7 @@ import sys
 import pytest
 import yaml
 from click.testing import CliRunner
+from pydantic import ValidationError
 
 from pipeline.commands.bench.stages import OVERHEAD_FOLDER, study_overhead
 from pipeline.commands.study.plan import Studies, load_studies, runs
@@ -307,6 +308,13 @@ def test_the_plan_lists_every_run_once_a_line_in_a_stable_order(tmp_path, monkey
         for arm, lr in (("a", ""), ("b", "train.optimizer.lr=0.01 "))
         for seed in (0, 1, 2)
     ]
+
+
+def test_a_study_may_declare_its_own_seeds():
+    planned = runs(studies(seeds=[3, 4, 5, 6]), [], PARAMS)
+    assert [run.name for run in planned] == [f"s-{arm}-s{seed}" for arm in "ab" for seed in (3, 4, 5, 6)]
+    with pytest.raises(ValidationError, match="at least 2 items"):
+        studies(seeds=[0])
 
 
 def test_a_reader_that_stops_early_gets_no_error_line():

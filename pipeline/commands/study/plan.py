@@ -37,6 +37,7 @@ class Study(Declared):
     settings: dict[str, Any] = {}  # dotted params.yaml keys -> values, for every arm
     assumptions: list[str] = []  # what this project chose where the source is silent, shown with the table
     arms: dict[Name, Arm] = Field(min_length=2)
+    seeds: list[int] | None = Field(None, min_length=2)  # instead of the file's, where a spread needs more runs
 
 
 class Studies(Declared):
@@ -95,7 +96,7 @@ def runs(studies: Studies, names: list[str], base_params: dict, path: Path | Non
         for arm_name, arm in study.arms.items():
             arm_runs = [
                 Run(study_name, arm_name, seed, {**study.settings, **arm.params, "train.seed": seed})
-                for seed in studies.seeds
+                for seed in study.seeds or studies.seeds
             ]
             try:
                 for run in arm_runs:
