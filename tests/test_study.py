@@ -310,11 +310,16 @@ def test_the_plan_lists_every_run_once_a_line_in_a_stable_order(tmp_path, monkey
     ]
 
 
-def test_a_study_may_declare_its_own_seeds():
+def test_a_study_or_an_arm_may_declare_its_own_seeds():
     planned = runs(studies(seeds=[3, 4, 5, 6]), [], PARAMS)
     assert [run.name for run in planned] == [f"s-{arm}-s{seed}" for arm in "ab" for seed in (3, 4, 5, 6)]
+    arms = {"a": {}, "b": {"seeds": [0, 1, 2, 3]}}
+    planned = runs(studies(seeds=[5, 6], arms=arms), [], PARAMS)
+    assert [run.name for run in planned] == ["s-a-s5", "s-a-s6", "s-b-s0", "s-b-s1", "s-b-s2", "s-b-s3"]
     with pytest.raises(ValidationError, match="at least 2 items"):
         studies(seeds=[0])
+    with pytest.raises(ValidationError, match="at least 2 items"):
+        studies(arms={"a": {}, "b": {"seeds": [0]}})
 
 
 def test_a_reader_that_stops_early_gets_no_error_line():

@@ -29,6 +29,7 @@ class Declared(BaseModel):
 class Arm(Declared):
     params: dict[str, Any] = {}  # dotted params.yaml keys -> values, on top of the study's settings
     reported: float | None = Field(None, ge=0, le=1)  # the source's test accuracy for this arm, if it reports one
+    seeds: list[int] | None = Field(None, min_length=2)  # instead of the study's, e.g. to set one run beside a spread
 
 
 class Study(Declared):
@@ -96,7 +97,7 @@ def runs(studies: Studies, names: list[str], base_params: dict, path: Path | Non
         for arm_name, arm in study.arms.items():
             arm_runs = [
                 Run(study_name, arm_name, seed, {**study.settings, **arm.params, "train.seed": seed})
-                for seed in study.seeds or studies.seeds
+                for seed in arm.seeds or study.seeds or studies.seeds
             ]
             try:
                 for run in arm_runs:
