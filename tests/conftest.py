@@ -9,6 +9,7 @@ import http.server
 import json
 import os
 import shutil
+import signal
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -32,6 +33,11 @@ from scratch_params import PROJECT_ROOT, small_params, write_params
 
 PROJECT_DVC_CONFIG = configparser.ConfigParser()
 PROJECT_DVC_CONFIG.read(PROJECT_ROOT / ".dvc/config")
+
+# A shell starts a background job (`cmd &`, nohup) with Ctrl-C ignored, and Python and every process
+# it starts keep it ignored; the Ctrl-C tests need it delivered as a terminal would, however the
+# suite was started. A handler (not ignored) is reset to the default in the processes tests start.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def local_mnist() -> Path | None:
