@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeline.lib.params import ParamsError, load_params
+from pipeline.lib.params import ParamsError, load_params, read_yaml
 
 from conftest import PROJECT_ROOT, small_params, write_params
 
@@ -80,6 +80,19 @@ def test_unknown_top_level_key(tmp_path):
         match=r"^\S+: foo: unknown key \(allowed here: preprocess, split, model, train, evaluate, analyze\)$",
     ):
         load_params(path)
+
+
+def test_a_merge_key_takes_an_anchors_keys_and_the_keys_beside_it_override_them(tmp_path):
+    path = tmp_path / "shared.yaml"
+    path.write_text("a: &shared {lr: 0.01, epochs: 20}\nb: {<<: *shared, lr: 0.001}\nc:\n  <<: *shared\n  seed: 1\n")
+    assert read_yaml(path, fix="") == {
+        "a": {"lr": 0.01, "epochs": 20},
+        "b": {"lr": 0.001, "epochs": 20},
+        "c": {"lr": 0.01, "epochs": 20, "seed": 1},
+    }
+    path.write_text("a: &shared {lr: 0.01}\nb: {<<: *shared, lr: 0.001, lr: 0.1}\n")
+    with pytest.raises(ParamsError, match=r"key 'lr' appears twice \(line 2\)"):
+        read_yaml(path, fix="")
 
 
 @pytest.mark.parametrize(("where", "line"), [("train:\n", "  epochs: 7\n"), ("", "evaluate:\n  batch_size: 10\n")])

@@ -242,11 +242,14 @@ class Params(Section):
 class _Loader(yaml.SafeLoader):
     """Two fixes to PyYAML's SafeLoader. YAML 1.1 reads `1e-6` (no dot) as a string: like YAML 1.2,
     read it as the float it means. A key given twice silently keeps the last value: refuse it, as
-    DVC does when it reads params.yaml."""
+    DVC does when it reads params.yaml. A merge key (`<<: *anchor`) is not a key given twice: the
+    keys written beside it override the anchor's, as YAML intends."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # SafeLoader merges it below
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise DuplicateKey(key, key_node.start_mark)
