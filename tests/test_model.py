@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from pipeline.lib.errors import PipelineError
-from pipeline.lib.model import build_model, first_layer_weights
+from pipeline.lib.model import build_model, first_layer_weights, weighted_layers
 from pipeline.lib.model_file import fingerprint, load_model, save_model
 from pipeline.lib.normalization import Normalization
 from pipeline.lib.params import Model
@@ -87,6 +87,19 @@ def test_glorot_is_the_textbook_one_for_every_activation(activation):
     assert weight.var().item() == pytest.approx(2 / (784 + 500), rel=0.02)
     assert weight.abs().max().item() <= (6 / (784 + 500)) ** 0.5
     assert torch.count_nonzero(network[0].bias) == 0
+
+
+def test_glorot_gain_scales_the_bound_of_every_layer():
+    """Glorot and Bengio's sigmoid variant: the same draw, its bound times init_gain."""
+    torch.manual_seed(0)
+    plain = build_model(model_params(hidden_sizes=[500], init="glorot", activation="sigmoid"))
+    torch.manual_seed(0)
+    scaled = build_model(model_params(hidden_sizes=[500], init="glorot", activation="sigmoid", init_gain=4.0))
+    for layer, scaled_layer in zip(weighted_layers(plain), weighted_layers(scaled), strict=True):
+        assert torch.allclose(scaled_layer.weight, 4 * layer.weight)
+        assert torch.count_nonzero(scaled_layer.bias) == 0
+    fan_in, fan_out = 784, 500
+    assert scaled[0].weight.abs().max().item() > 0.99 * 4 * (6 / (fan_in + fan_out)) ** 0.5
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "gelu", "leaky_relu"])
@@ -191,7 +204,7 @@ def saved_payload(tmp_path) -> dict:
     "change, message",
     [
         (lambda p: p.pop("class_names"), "is not a model file of this pipeline (no class_names)"),
-        (lambda p: p.update(format_version=2), "is model file format 2, this pipeline reads 3"),
+        (lambda p: p.update(format_version=3), "is model file format 3, this pipeline reads 4"),
         (lambda p: p.update(input={"ink": "black on white"}), "states another input convention"),
         (lambda p: p["architecture"].update(activation="swish"), "its architecture does not validate"),
         (lambda p: p["state_dict"].pop("0.bias"), "its weights do not fit its architecture"),

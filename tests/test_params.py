@@ -40,6 +40,8 @@ def test_unknown_key_lists_the_allowed_ones(tmp_path):
         ({"model": {"batch_norm": "yes"}}, "model.batch_norm: Input should be a valid boolean"),
         ({"train": {"optimizer": {"nesterov": True}}}, "nesterov: true needs name: sgd and momentum > 0"),
         ({"train": {"optimizer": {"alpha": 1.0}}}, "train.optimizer.alpha: Input should be less than 1"),
+        ({"model": {"init_gain": 4.0}}, "model: init_gain other than 1 needs init: glorot"),
+        ({"model": {"init": "glorot", "init_gain": 0}}, "model.init_gain: Input should be greater than 0"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, overrides, expected):

@@ -71,7 +71,7 @@ def initialize(model: nn.Module, params: ModelParams) -> None:
     """Re-draw every Linear and Conv2d layer's weights as `params.init` says (default keeps PyTorch's).
 
     As the NumPy assignments and Keras define them, whatever the activation: glorot is
-    U(+-sqrt(6 / (fan_in + fan_out))), kaiming is He's U(+-sqrt(6 / fan_in)), uniform is
+    U(+-init_gain * sqrt(6 / (fan_in + fan_out))), kaiming is He's U(+-sqrt(6 / fan_in)), uniform is
     U(+-1 / sqrt(fan_in)), gaussian is N(0, init_std). Biases start at zero.
     """
     if params.init == "default":
@@ -83,7 +83,7 @@ def initialize(model: nn.Module, params: ModelParams) -> None:
             bound = 1 / math.sqrt(layer.weight[0].numel())  # fan-in: the inputs of one unit
             nn.init.uniform_(layer.weight, -bound, bound)
         elif params.init == "glorot":
-            nn.init.xavier_uniform_(layer.weight)
+            nn.init.xavier_uniform_(layer.weight, gain=params.init_gain)
         elif params.init == "kaiming":
             nn.init.kaiming_uniform_(layer.weight, nonlinearity="relu")
         nn.init.zeros_(layer.bias)

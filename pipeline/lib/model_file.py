@@ -26,7 +26,7 @@ from pipeline.lib.model import build_model
 from pipeline.lib.normalization import Normalization
 from pipeline.lib.params import Model as ModelParams
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4  # 4: the architecture records model.init_gain
 # What the network's input means, stated in every model file for whoever loads or exports it:
 # the normalization in the same file turns these raw pixels into what the first layer saw.
 INPUT_CONVENTION = {"shape": [IMAGE_SIDE, IMAGE_SIDE], "ink": "white digit on black", "pixel_range": [0, 255]}

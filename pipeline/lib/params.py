@@ -95,6 +95,19 @@ class Model(Section):
         )
     )
     init_std: float = Field(gt=0, description="`gaussian` only: the weights' standard deviation")
+    init_gain: float = Field(
+        gt=0,
+        description=(
+            "`glorot` only: multiplies its bound; 4 is Glorot and Bengio's choice for sigmoid units, "
+            "whose slope at 0 is 1/4"
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _gain_needs_glorot(self) -> Model:
+        if self.init_gain != 1 and self.init != "glorot":
+            raise ValueError("init_gain other than 1 needs init: glorot")
+        return self
 
 
 class Optimizer(Section):
