@@ -14,6 +14,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ import yaml
 from click.testing import CliRunner
 from filelock import FileLock
 
+from pipeline.commands.bench.stages import StudyCost, study_overhead
 from pipeline.lib.fetch import MIRROR_VARIABLE, mirrors_from_environment
 from pipeline.lib.mnist import OFFICIAL_FILES, SPLIT_FILES
 from pipeline.lib.params import Params
@@ -188,28 +190,75 @@ def reproduce(project_parent: Path, mnist: Path) -> Path:
     return project
 
 
-@pytest.fixture(scope="session")
-def reproduced_project(tmp_path_factory, shared_mnist, worker_id) -> Path:
-    """One project after `dvc repro` on real MNIST, built once per test session: with pytest-xdist,
+def built_once(tmp_path_factory, worker_id: str, name: str, build) -> Path:
+    """`build(folder)` run once per test session in a folder of its own, returned: with pytest-xdist,
     the first worker to ask builds it in the session's folder and the others wait for it."""
     if worker_id == "master":
-        return reproduce(tmp_path_factory.mktemp("reproduced"), shared_mnist)
+        folder = tmp_path_factory.mktemp(name)
+        build(folder)
+        return folder
     session = tmp_path_factory.getbasetemp().parent  # shared by this session's workers
-    with FileLock(session / "reproduced.lock"):
-        built = session / "reproduced"
-        if not (built / "repro.log").exists():
-            if built.exists():
-                shutil.rmtree(built)  # a worker that failed midway
-            built.mkdir()
-            reproduce(built, shared_mnist)
+    with FileLock(session / f"{name}.lock"):
+        folder = session / name
+        if not (folder / "built").exists():
+            if folder.exists():
+                shutil.rmtree(folder)  # a worker that failed midway
+            folder.mkdir()
+            build(folder)
+            (folder / "built").touch()
+    return folder
+
+
+@pytest.fixture(scope="session")
+def reproduced_project(tmp_path_factory, shared_mnist, worker_id) -> Path:
+    """One project after `dvc repro` on real MNIST, built once per test session."""
+    built = built_once(tmp_path_factory, worker_id, "reproduced", lambda folder: reproduce(folder, shared_mnist))
     return built / "project"
+
+
+@pytest.fixture(scope="session")
+def studied_project(tmp_path_factory, reproduced_project, shared_mnist, worker_id) -> Path:
+    """A copy of the reproduced project after bench's study (OVERHEAD_STUDY) ran in it as DVC
+    experiments, built once per test session; what the study said is beside it in study.json."""
+
+    def study(folder: Path) -> None:
+        project = Path(shutil.copytree(reproduced_project, folder / "project", symlinks=True))
+
+        def run(*command: str) -> subprocess.CompletedProcess:
+            environment = os.environ | {MIRROR_VARIABLE: str(shared_mnist)}
+            return subprocess.run(command, cwd=project, capture_output=True, text=True, env=environment)
+
+        (folder / "study.json").write_text(json.dumps(asdict(study_overhead(run, project))))
+
+    return built_once(tmp_path_factory, worker_id, "studied", study) / "project"
+
+
+def copy_of(built: Path, tmp_path: Path, monkeypatch, mnist: Path) -> Path:
+    """This test's own copy of a project built once per session (git history, DVC cache, data,
+    results and experiments)."""
+    monkeypatch.setenv("MNIST_MIRROR", str(mnist))
+    return Path(shutil.copytree(built, tmp_path / "project", symlinks=True))
 
 
 @pytest.fixture
 def project(tmp_path, reproduced_project, shared_mnist, monkeypatch) -> Path:
-    """This test's own copy of the reproduced project (git history, DVC cache, data and results)."""
-    monkeypatch.setenv("MNIST_MIRROR", str(shared_mnist))
-    return Path(shutil.copytree(reproduced_project, tmp_path / "project", symlinks=True))
+    """This test's own copy of the reproduced project."""
+    return copy_of(reproduced_project, tmp_path, monkeypatch, shared_mnist)
+
+
+STUDIED_GROUP = "studied_project"  # the xdist_group of the tests that use `studied`
+
+
+@pytest.fixture
+def studied(request, worker_id, tmp_path, studied_project, shared_mnist, monkeypatch) -> tuple[Path, StudyCost]:
+    """This test's own copy of the studied project, and what its study cost and said."""
+    if worker_id != "master":  # with pytest-xdist, one worker runs these tests: another would wait for the study
+        assert request.node.nodeid.endswith(f"@{STUDIED_GROUP}"), (
+            f"pytest-xdist did not group this test: mark it @pytest.mark.xdist_group({STUDIED_GROUP!r}) "
+            "and run a pytest that xdist's --dist loadgroup works with (pyproject.toml pins one)"
+        )
+    cost = StudyCost(**json.loads((studied_project.parent / "study.json").read_text()))
+    return copy_of(studied_project, tmp_path, monkeypatch, shared_mnist), cost
 
 
 def pipeline_steps(params_file: Path, raw: Path, root: Path) -> tuple[dict[str, Path], list[tuple]]:

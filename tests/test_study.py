@@ -15,7 +15,7 @@ import yaml
 from click.testing import CliRunner
 from pydantic import ValidationError
 
-from pipeline.commands.bench.stages import OVERHEAD_FOLDER, study_overhead
+from pipeline.commands.bench.stages import OVERHEAD_FOLDER
 from pipeline.commands.study.plan import Studies, load_studies, runs
 from pipeline.commands.study.results import (
     MetricFiles,
@@ -28,7 +28,7 @@ from pipeline.commands.study.results import (
 )
 from pipeline.lib.params import ParamsError, read_params_file
 
-from conftest import PROJECT_ROOT, dvc, git
+from conftest import PROJECT_ROOT, STUDIED_GROUP, dvc, git
 
 PARAMS = read_params_file(PROJECT_ROOT / "params.yaml")
 FILES = MetricFiles(
@@ -203,16 +203,15 @@ def test_every_percentage_in_the_reading_of_the_studies_is_in_their_tables():
 
 
 @pytest.mark.slow
-def test_a_study_runs_as_experiments_and_no_run_inherits_anothers_params(project):
+@pytest.mark.xdist_group(STUDIED_GROUP)
+def test_a_study_runs_as_experiments_and_no_run_inherits_anothers_params(studied):
     """bench's study (tests/test_reproducibility.py checks only its line in bench's table)."""
-
-    def run(*command: str) -> subprocess.CompletedProcess:
-        return subprocess.run(command, cwd=project, capture_output=True, text=True, env=os.environ)
+    project, cost = studied
 
     def study(*args: str) -> subprocess.CompletedProcess:
-        return run(sys.executable, "-m", "pipeline", "study", "--studies", "studies.yaml", *args)
+        command = (sys.executable, "-m", "pipeline", "study", "--studies", "studies.yaml", *args)
+        return subprocess.run(command, cwd=project, capture_output=True, text=True, env=os.environ)
 
-    cost = study_overhead(run, project)
     assert "0 of 6 runs recorded already; running 6" in cost.log
     assert cost.runs == 6 and 0 < cost.training < cost.wall / cost.runs
     result = json.loads((project / OVERHEAD_FOLDER / "bench.json").read_text())

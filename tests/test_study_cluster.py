@@ -24,10 +24,11 @@ from pipeline.commands.study.results import recorded_experiments
 from pipeline.lib.errors import PipelineError
 from pipeline.lib.layout import stage_path
 
-from conftest import PROJECT_ROOT, dvc, git
+from conftest import PROJECT_ROOT, STUDIED_GROUP, dvc, git
 
-# bench's study (two arms of one epoch on the scratch project's 2,000 images) over two seeds.
-SMALL_STUDY = {"seeds": [0, 1], "studies": {"c": OVERHEAD_STUDY["studies"]["bench"]}}
+# bench's study (two arms of one epoch on the scratch project's 2,000 images) over two of its seeds.
+SMALL_STUDY = {"seeds": OVERHEAD_STUDY["seeds"][:2], "studies": OVERHEAD_STUDY["studies"]}
+RUNS = {f"bench-{arm}-s{seed}" for arm in OVERHEAD_STUDY["studies"]["bench"]["arms"] for seed in SMALL_STUDY["seeds"]}
 
 
 @pytest.fixture
@@ -166,7 +167,10 @@ def without_seconds(table: str) -> list[list[str]]:
 
 
 def results_without_seconds(path: Path) -> dict:
+    """The results without training seconds, and without the commit, which the runs compared here
+    do not share."""
     summary = json.loads(path.read_text())
+    summary.pop("commit")
     for arm in summary["arms"]:
         for statistic in ("mean", "std"):
             arm[statistic].pop("train_seconds")
@@ -183,10 +187,23 @@ def model_md5(repo: Path, revision: str) -> str:
     return next(out["md5"] for out in lock["stages"]["train"]["outs"] if out["path"] == model)
 
 
+def exp_show(repo: Path, revision: str = "HEAD") -> dict[str, dict]:
+    shown = subprocess.run(
+        ["dvc", "exp", "show", "--json", "--rev", revision], cwd=repo, capture_output=True, text=True, check=True
+    )
+    return recorded_experiments(json.loads(shown.stdout))
+
+
 @pytest.mark.slow
-def test_two_workers_and_a_collector_sharing_only_git_and_the_dvc_remote(project, tmp_path):
+@pytest.mark.xdist_group(STUDIED_GROUP)
+def test_two_workers_and_a_collector_sharing_only_git_and_the_dvc_remote(studied, tmp_path):
     """docs/cluster.md on one machine: a bare repository as the git remote, a folder as the DVC
-    remote, two worker clones and a collector clone; one worker is killed midway."""
+    remote, two worker clones and a collector clone; one worker is killed midway. Their results are
+    those of the same runs made on one machine, the studied project's."""
+    project, _ = studied
+    studied_commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True, check=True
+    ).stdout.strip()
     subprocess.run(["git", "init", "-q", "--bare", "--initial-branch=main", str(tmp_path / "shared.git")], check=True)
     (project / "mine.yaml").write_text(yaml.safe_dump(SMALL_STUDY))
     dvc(project, "remote", "add", "--default", "team", str(tmp_path / "dvc-storage"))
@@ -232,23 +249,16 @@ def test_two_workers_and_a_collector_sharing_only_git_and_the_dvc_remote(project
     collector = clone("collector")
     assert study(collector, "--collect-from", "origin").wait() == 0, (tmp_path / "collector.log").read_text()
     assert "study: pulled 4 of 4 runs from origin" in (tmp_path / "collector.log").read_text()
-    assert study(project).wait() == 0, (tmp_path / "project.log").read_text()  # the same study on one machine
+    # The same runs on one machine: the studied project's, on the commit before this test's, with the same code.
+    assert study(project, "--collect-only", "--baseline", studied_commit).wait() == 0, (
+        tmp_path / "project.log"
+    ).read_text()
     here, there = project / "build/studies/mine", collector / "build/studies/mine"
-    assert without_seconds((there / "c.md").read_text()) == without_seconds((here / "c.md").read_text())
-    assert results_without_seconds(there / "c.json") == results_without_seconds(here / "c.json")
+    assert without_seconds((there / "bench.md").read_text()) == without_seconds((here / "bench.md").read_text())
+    assert results_without_seconds(there / "bench.json") == results_without_seconds(here / "bench.json")
 
-    pulled = json.loads(
-        subprocess.run(["dvc", "exp", "show", "--json"], cwd=collector, capture_output=True, text=True).stdout
-    )
-    local = json.loads(
-        subprocess.run(["dvc", "exp", "show", "--json"], cwd=project, capture_output=True, text=True).stdout
-    )
-    pulled_runs, local_runs = recorded_experiments(pulled), recorded_experiments(local)
-    assert (
-        set(pulled_runs)
-        == set(local_runs)
-        == {f"c-{arm}-s{seed}" for arm in ("default", "higher_lr") for seed in (0, 1)}
-    )
+    pulled_runs, local_runs = exp_show(collector), exp_show(project, studied_commit)
+    assert set(pulled_runs) == RUNS and RUNS < set(local_runs)  # the studied project ran all of bench's seeds
     for name, row in pulled_runs.items():
         params = row["data"]["params"]["params.yaml"]["data"]["train"]
         assert (params["optimizer"]["lr"], params["seed"]) == ((0.01 if "higher_lr" in name else 0.001), int(name[-1]))
