@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from click.testing import CliRunner
 from filelock import FileLock
@@ -40,6 +41,11 @@ PROJECT_DVC_CONFIG.read(PROJECT_ROOT / ".dvc/config")
 # it starts keep it ignored; the Ctrl-C tests need it delivered as a terminal would, however the
 # suite was started. A handler (not ignored) is reset to the default in the processes tests start.
 signal.signal(signal.SIGINT, signal.default_int_handler)
+
+# pytest-xdist runs one worker per core (-n auto), and each runs torch in process: with a thread per
+# core each, the workers' OpenMP threads spin against each other (pipeline/lib/cores.py), and the
+# unit tier took 84 s and 150 CPU-seconds on 2 cores instead of 50 s and 84. Each takes its share.
+torch.set_num_threads(max(1, torch.get_num_threads() // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
 
 
 def local_mnist() -> Path | None:
