@@ -365,12 +365,17 @@ def matching_lock(repo: Path) -> dict:
     return lock
 
 
-def commit(repo: Path, message: str) -> str:
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", message)
+def head(repo: Path) -> str:
+    """The commit `repo` has checked out."""
     return subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
     ).stdout.strip()
+
+
+def commit(repo: Path, message: str) -> str:
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", message)
+    return head(repo)
 
 
 @pytest.fixture

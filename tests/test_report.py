@@ -18,7 +18,7 @@ from pipeline.commands.report import command
 from pipeline.commands.report.compare import changes_since
 from pipeline.commands.report.figures import curve_plots, curves_figure
 
-from conftest import commit, edit_json, git, matching_lock, set_param
+from conftest import commit, edit_json, git, head, matching_lock, set_param
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -34,7 +34,7 @@ def report(invoke_in):
 
 
 def test_a_rerun_pull_request_is_up_to_date_and_shows_what_moved(repo, report):
-    base = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    base = head(repo)
     set_param(repo, "train", "epochs", 12)
     (repo / "dvc.lock").write_text(yaml.safe_dump(matching_lock(repo), sort_keys=False))
     edit_json(repo / "reports/evaluate/metrics.json", lambda m: m["test"].update(accuracy=0.9830, errors=170))
@@ -44,12 +44,12 @@ def test_a_rerun_pull_request_is_up_to_date_and_shows_what_moved(repo, report):
         "\n".join([header, *(f"{step}\t{float(loss) * 0.5:.6f}" for step, loss in (r.split("\t") for r in rows))])
         + "\n"
     )
-    head = commit(repo, "train longer")
+    pull_request = commit(repo, "train longer")
 
     status, errors = report(repo, "--base", base, "--out", "out/report.md")
     assert status == 0, errors
     text = (repo / "out/report.md").read_text()
-    assert text.startswith(f"## Results of head {head[:7]} against base {base[:7]}\n\n**Up to date**")
+    assert text.startswith(f"## Results of head {pull_request[:7]} against base {base[:7]}\n\n**Up to date**")
     assert "- train: train.epochs 10 -> 12" in text  # what changed since the base
     assert "| `train.epochs` | 10 | 12 |" in text
     assert "| **`test.accuracy`** | 0.9812 | 0.983 | +0.0018 |" in text

@@ -28,7 +28,7 @@ from pipeline.commands.study.results import (
 )
 from pipeline.lib.params import ParamsError, read_params_file
 
-from conftest import PROJECT_ROOT, STUDIED_GROUP, dvc, git
+from conftest import PROJECT_ROOT, STUDIED_GROUP, dvc, git, head
 
 PARAMS = read_params_file(PROJECT_ROOT / "params.yaml")
 FILES = MetricFiles(
@@ -215,10 +215,7 @@ def test_a_study_runs_as_experiments_and_no_run_inherits_anothers_params(studied
     assert "0 of 6 runs recorded already; running 6" in cost.log
     assert cost.runs == 6 and 0 < cost.training < cost.wall / cost.runs
     result = json.loads((project / OVERHEAD_FOLDER / "bench.json").read_text())
-    assert (
-        result["commit"]
-        == subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
-    )
+    assert result["commit"] == head(project)
     assert [(arm["arm"], arm["runs"], arm["failed"]) for arm in result["arms"]] == [
         ("default", 3, []),
         ("higher_lr", 3, []),

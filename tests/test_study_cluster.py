@@ -24,7 +24,7 @@ from pipeline.commands.study.results import recorded_experiments
 from pipeline.lib.errors import PipelineError
 from pipeline.lib.layout import stage_path
 
-from conftest import PROJECT_ROOT, STUDIED_GROUP, dvc, git
+from conftest import PROJECT_ROOT, STUDIED_GROUP, dvc, git, head
 
 # bench's study (two arms of one epoch on the scratch project's 2,000 images) over two of its seeds.
 SMALL_STUDY = {"seeds": OVERHEAD_STUDY["seeds"][:2], "studies": OVERHEAD_STUDY["studies"]}
@@ -188,10 +188,7 @@ def model_md5(repo: Path, revision: str) -> str:
 
 
 def exp_show(repo: Path, revision: str = "HEAD") -> dict[str, dict]:
-    shown = subprocess.run(
-        ["dvc", "exp", "show", "--json", "--rev", revision], cwd=repo, capture_output=True, text=True, check=True
-    )
-    return recorded_experiments(json.loads(shown.stdout))
+    return recorded_experiments(json.loads(dvc(repo, "exp", "show", "--json", "--rev", revision)))
 
 
 @pytest.mark.slow
@@ -201,9 +198,7 @@ def test_two_workers_and_a_collector_sharing_only_git_and_the_dvc_remote(studied
     remote, two worker clones and a collector clone; one worker is killed midway. Their results are
     those of the same runs made on one machine, the studied project's."""
     project, _ = studied
-    studied_commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True, check=True
-    ).stdout.strip()
+    studied_commit = head(project)
     subprocess.run(["git", "init", "-q", "--bare", "--initial-branch=main", str(tmp_path / "shared.git")], check=True)
     (project / "mine.yaml").write_text(yaml.safe_dump(SMALL_STUDY))
     dvc(project, "remote", "add", "--default", "team", str(tmp_path / "dvc-storage"))
