@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from click.testing import CliRunner
 from filelock import FileLock
@@ -29,7 +28,6 @@ from pipeline.lib.fetch import MIRROR_VARIABLE, mirrors_from_environment
 from pipeline.lib.mnist import OFFICIAL_FILES, SPLIT_FILES
 from pipeline.lib.params import Params
 from pipeline.lib.staleness import produced_paths, tracked_keys
-from pipeline.stages import analyze, evaluate, preprocess, split, train
 
 from idx_writer import write_idx_gz
 from scratch_params import PROJECT_ROOT, small_params, write_params
@@ -41,11 +39,6 @@ PROJECT_DVC_CONFIG.read(PROJECT_ROOT / ".dvc/config")
 # it starts keep it ignored; the Ctrl-C tests need it delivered as a terminal would, however the
 # suite was started. A handler (not ignored) is reset to the default in the processes tests start.
 signal.signal(signal.SIGINT, signal.default_int_handler)
-
-# pytest-xdist runs one worker per core (-n auto), and each runs torch in process: with a thread per
-# core each, the workers' OpenMP threads spin against each other (pipeline/lib/cores.py), and the
-# unit tier took 84 s and 150 CPU-seconds on 2 cores instead of 50 s and 84. Each takes its share.
-torch.set_num_threads(max(1, torch.get_num_threads() // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
 
 
 def local_mnist() -> Path | None:
@@ -120,6 +113,17 @@ def invoke_in(monkeypatch):
         return result.exit_code, result.stderr
 
     return invoke
+
+
+@pytest.fixture(scope="session", autouse=True)
+def torch_threads_shared_by_workers() -> None:
+    """pytest-xdist runs one worker per core (-n auto), and each runs torch in process: with a thread
+    per core each, the workers' OpenMP threads spin against each other (pipeline/lib/cores.py), and
+    the unit tier took 84 s and 150 CPU-seconds on 2 cores instead of 50 s and 84. Each takes its
+    share. (A fixture, not an import: pytest-xdist's controller loads this file too, and runs no test.)"""
+    import torch
+
+    torch.set_num_threads(max(1, torch.get_num_threads() // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
 
 
 @pytest.fixture(scope="session")
@@ -255,6 +259,20 @@ def project(tmp_path, reproduced_project, shared_mnist, monkeypatch) -> Path:
 STUDIED_GROUP = "studied_project"  # the xdist_group of the tests that use `studied`
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first, those that need no session project before those that do, then the unit
+    tier. pytest-xdist hands tests out in this order (after the studied group, its largest unit): one
+    worker builds the session projects while the other runs slow tests that need neither, instead of
+    waiting for them, and the many short unit tests even out the end."""
+
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("slow") is None:
+            return 2
+        return 1 if {"reproduced_project", "studied_project"} & set(item.fixturenames) else 0
+
+    items.sort(key=rank)
+
+
 @pytest.fixture
 def studied(request, worker_id, tmp_path, studied_project, shared_mnist, monkeypatch) -> tuple[Path, StudyCost]:
     """This test's own copy of the studied project, and what its study cost and said."""
@@ -269,6 +287,8 @@ def studied(request, worker_id, tmp_path, studied_project, shared_mnist, monkeyp
 
 def pipeline_steps(params_file: Path, raw: Path, root: Path) -> tuple[dict[str, Path], list[tuple]]:
     """preprocess -> split -> train -> evaluate -> analyze, as dvc.yaml chains them: (paths, commands)."""
+    from pipeline.stages import analyze, evaluate, preprocess, split, train  # here: the controller loads no stage
+
     paths = {
         "pre": root / "pre",
         "stats": root / "reports/normalization.json",

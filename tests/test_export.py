@@ -20,34 +20,29 @@ from conftest import run_pipeline, small_params, write_params
 
 @pytest.mark.slow  # exports to ONNX
 @pytest.mark.parametrize("model", [{}, {"architecture": "cnn", "hidden_sizes": [120, 84]}])
-def test_exported_files_predict_raw_images_as_evaluate_does(tmp_path, raw_dir, run_stage, model):
+def test_exported_files_predict_raw_images_as_evaluate_does_and_state_their_input(tmp_path, raw_dir, run_stage, model):
     params_file = write_params(tmp_path / "params.yaml", small_params(model=model))
     paths = run_pipeline(run_stage, params_file, raw_dir, tmp_path)
     result = CliRunner().invoke(export.main, ["--model", str(paths["model"]), "--out", str(tmp_path / "export")])
     assert result.exit_code == 0, result.output
+    onnx_file, torchscript_file = tmp_path / "export" / export.ONNX_NAME, tmp_path / "export" / export.TORCHSCRIPT_NAME
 
     raw = load_official(raw_dir, "test").images.astype(np.float32)  # (N, 28, 28), 0-255, as a user has them
     evaluated = np.load(paths["probs"])
-    session = onnxruntime.InferenceSession(str(tmp_path / "export/model.onnx"))
+    session = onnxruntime.InferenceSession(str(onnx_file))
     from_onnx = session.run(["probabilities"], {"images": raw})[0]
-    scripted = torch.jit.load(str(tmp_path / "export/model.torchscript.pt"))
+    extra = {f"{export.CONVENTION_KEY}.json": ""}
+    scripted = torch.jit.load(str(torchscript_file), _extra_files=extra)
     from_torchscript = scripted(torch.from_numpy(raw)).numpy()
     for probabilities in (from_onnx, from_torchscript):
         assert np.array_equal(probabilities.argmax(1), evaluated.argmax(1))
         assert np.allclose(probabilities, evaluated, atol=1e-5)
     assert from_onnx[:1].shape == session.run(["probabilities"], {"images": raw[:1]})[0].shape  # any batch size
 
-
-@pytest.mark.slow  # exports to ONNX
-def test_both_files_state_their_input_convention(tmp_path, raw_dir, run_stage, params_file):
-    paths = run_pipeline(run_stage, params_file, raw_dir, tmp_path)
-    onnx_file, torchscript_file = export.export(paths["model"], tmp_path / "export")
     stated = {prop.key: prop.value for prop in onnx.load(str(onnx_file)).metadata_props}
     convention = json.loads(stated[export.CONVENTION_KEY])
     assert convention["shape"] == INPUT_CONVENTION["shape"] == [28, 28]
     assert convention["ink"] == "white digit on black" and convention["pixel_range"] == [0, 255]
-    extra = {f"{export.CONVENTION_KEY}.json": ""}
-    torch.jit.load(str(torchscript_file), _extra_files=extra)
     assert json.loads(extra[f"{export.CONVENTION_KEY}.json"]) == convention
 
 

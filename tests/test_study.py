@@ -212,13 +212,13 @@ def test_a_study_runs_as_experiments_and_no_run_inherits_anothers_params(studied
         command = (sys.executable, "-m", "pipeline", "study", "--studies", "studies.yaml", *args)
         return subprocess.run(command, cwd=project, capture_output=True, text=True, env=os.environ)
 
-    assert "0 of 6 runs recorded already; running 6" in cost.log
-    assert cost.runs == 6 and 0 < cost.training < cost.wall / cost.runs
+    assert "0 of 4 runs recorded already; running 4" in cost.log
+    assert cost.runs == 4 and 0 < cost.training < cost.wall / cost.runs
     result = json.loads((project / OVERHEAD_FOLDER / "bench.json").read_text())
     assert result["commit"] == head(project)
     assert [(arm["arm"], arm["runs"], arm["failed"]) for arm in result["arms"]] == [
-        ("default", 3, []),
-        ("higher_lr", 3, []),
+        ("default", 2, []),
+        ("higher_lr", 2, []),
     ]
     assert all(len(arm["curve"]) == 2 for arm in result["arms"])  # validation accuracy at epochs 0 and 1
     shown = json.loads(dvc(project, "exp", "show", "--json"))
@@ -228,11 +228,11 @@ def test_a_study_runs_as_experiments_and_no_run_inherits_anothers_params(studied
     assert {name: (p["optimizer"]["lr"], p["seed"], p["epochs"]) for name, p in params.items()} == {
         f"bench-{arm}-s{seed}": (lr, seed, 1)
         for arm, lr in (("default", 0.001), ("higher_lr", 0.01))
-        for seed in (0, 1, 2)
+        for seed in (0, 1)
     }
 
     again = study()
-    assert again.returncode == 0 and "6 of 6 runs recorded already; running 0" in again.stderr
+    assert again.returncode == 0 and "4 of 4 runs recorded already; running 0" in again.stderr
     out = project / "build/studies/studies"  # a studies file of one's own never writes reports/studies
     assert not (project / "reports/studies").exists()
     assert (out / "bench.md").read_text() == (project / OVERHEAD_FOLDER / "bench.md").read_text()
