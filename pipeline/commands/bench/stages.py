@@ -1,6 +1,6 @@
 """Each stage's time and peak memory, two trainings at once against one alone, whole `dvc repro`
-times and a study's cost beyond its training, measured in a throwaway copy of the project: nothing
-here is rerun or rewritten."""
+times, dvc.lock's parse and a study's cost beyond its training, measured in a throwaway copy of the
+project: nothing here is rerun or rewritten."""
 
 from __future__ import annotations
 
