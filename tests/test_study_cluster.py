@@ -185,8 +185,8 @@ def model_md5(repo: Path, revision: str) -> str:
     return next(out["md5"] for out in lock["stages"]["train"]["outs"] if out["path"] == model)
 
 
-def exp_show(repo: Path, revision: str = "HEAD") -> dict[str, dict]:
-    return recorded_experiments(json.loads(dvc(repo, "exp", "show", "--json", "--rev", revision)))
+def exp_show(repo: Path) -> dict[str, dict]:
+    return recorded_experiments(json.loads(dvc(repo, "exp", "show", "--json")))
 
 
 @pytest.mark.slow
