@@ -18,6 +18,7 @@ from pathlib import Path
 
 import click
 import yaml
+from ruamel.yaml import YAML
 
 from pipeline.commands.bench.stage_clock import CLOCK_FILE
 from pipeline.lib.errors import PipelineError
@@ -140,8 +141,6 @@ def timed_repro(project: Path, environment: dict[str, str], clock: Path) -> tupl
 def lock_parsing(repeats: int = 5) -> tuple[float, float]:
     """Seconds to parse this project's dvc.lock as DVC does (ruamel.yaml's safe loader) with the C
     parser of ruamel.yaml.clib, and in pure Python: DVC parses it about 11 times per experiment."""
-    from ruamel.yaml import YAML
-
     text = Path(LOCK_FILE).read_text()
 
     def seconds(pure: bool) -> float:
