@@ -134,10 +134,21 @@ def test_repro_then_noop_then_experiment_checks_params_and_reruns_training(proje
     assert max(len(line.rstrip()) for line in table.stdout.splitlines()) <= 120, table.stdout
 
 
-def test_only_results_are_metrics():
-    """dvc exp show and dvc metrics diff show results: not seconds, not statistics of the data."""
+def test_metrics_are_the_results_and_the_training_seconds():
+    """dvc exp show and dvc metrics diff show results and how long each training took, not
+    statistics of the data; every git-tracked output of a run-cached stage is a metric or a plot."""
     metrics = {declared_path(m) for stage in DVC_YAML.values() for m in stage.get("metrics", [])}
     assert metrics == {
         stage_path("evaluate", "--metrics").as_posix(),
+        stage_path("evaluate", "--per-class").as_posix(),
         (stage_path("train", "--live") / "metrics.json").as_posix(),
+        stage_path("train", "--timing").as_posix(),
     }
+    for name, stage in DVC_YAML.items():
+        outs = [out if isinstance(out, str) else next(iter(out.values())) for out in stage.get("outs", [])]
+        persisted = [out for out in outs if isinstance(out, dict) and out.get("persist")]
+        uncached = [out for out in outs if isinstance(out, dict) and out.get("cache") is False]
+        if name in ("train", "evaluate", "analyze"):
+            assert not persisted and not uncached, name  # DVC's run-cache skips such a stage
+        else:
+            assert persisted and len(persisted) == len(outs), name  # bad params never remove data

@@ -54,4 +54,5 @@ def test_confusion_counts_and_most_confused_pairs():
     assert [(pair["count"], int(pair["true"]), int(pair["predicted"])) for pair in pairs] == [
         (int(n), t, p) for n, t, p in off_diagonal[:3]
     ]
+    assert pairs[0]["pair"] == f"{off_diagonal[0][1]} as {off_diagonal[0][2]}"
     assert pairs[0]["share_of_true"] == pytest.approx(off_diagonal[0][0] / matrix[off_diagonal[0][1]].sum(), abs=1e-6)

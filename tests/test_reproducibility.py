@@ -18,6 +18,7 @@ import yaml
 from test_dvc import STAGES
 
 from pipeline.lib.atomic import temporary_path
+from pipeline.lib.cli import INTERRUPTED
 from pipeline.lib.layout import stage_path
 
 from conftest import QuietHandler, dvc, git, serve_folder
@@ -40,7 +41,8 @@ import os, sys, time
 
 def pause_before_renaming(event, args, watched=os.environ["PAUSE_BEFORE_RENAMING"]):
     if event == "os.rename" and os.path.abspath(os.fsdecode(args[0])) == watched:
-        time.sleep(3600)
+        for _ in range(36000):  # short sleeps: a signal taken by another thread still wakes it
+            time.sleep(0.1)
 
 sys.addaudithook(pause_before_renaming)
 """
@@ -86,9 +88,11 @@ def pause_hooks(tmp_path) -> Path:
     return tmp_path / "hooks"
 
 
-def held_midway(project: Path, stage: str, hooks: Path, env: dict | None = None) -> subprocess.Popen:
+def held_midway(
+    project: Path, stage: str, hooks: Path, env: dict | None = None, log: Path = Path(os.devnull)
+) -> subprocess.Popen:
     """`dvc repro --force --single-item stage`, in a process group of its own, once the stage is held
-    midway: its results written under temporary names, none renamed into place."""
+    midway: its results written under temporary names, none renamed into place; its output in `log`."""
     env = os.environ if env is None else env
     marker = midway_marker(project, stage)
     hooks_first = os.pathsep.join(
@@ -99,8 +103,8 @@ def held_midway(project: Path, stage: str, hooks: Path, env: dict | None = None)
         ["dvc", "repro", "--force", "--single-item", stage],
         cwd=project,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     deadline = time.monotonic() + 120
@@ -195,10 +199,28 @@ def test_bad_params_a_failed_download_and_ctrl_c_keep_the_last_good_results(proj
     )
     assert workspace_state(project) == good
 
-    process = held_midway(project, "train", pause_hooks)
-    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's process group
-    assert process.wait(timeout=120) != 0
+    log = tmp_path / "interrupted.log"
+    process = held_midway(project, "train", pause_hooks, log=log)
+    try:
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's process group
+        assert process.wait(timeout=120) != 0
+    finally:
+        stop_group(process)
+    # DVC removed train's outputs before running it (its run-cache needs that); the stage says how
+    # to bring back those of the last commit, and that command does.
+    assert f"error: {INTERRUPTED}" in log.read_text()
+    restore = INTERRUPTED.split("; if DVC had removed the previous ones, ")[1].split(" brings back")[0]
+    subprocess.run(restore, shell=True, cwd=project, check=True, capture_output=True)
     assert workspace_state(project) == good
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    """Kill what is left of a process group a test started, whatever the test's outcome."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
 
 
 @pytest.mark.slow
@@ -215,6 +237,7 @@ def test_bench_measures_stages_in_a_copy_without_the_network(project, monkeypatc
     bench.dvc_table()
     table = capsys.readouterr().out
     assert all(f"  {stage} " in table for stage in STAGES) and "no-op repro" in table
+    assert re.search(r"back to params already run +\d+\.\d s  \(restored from DVC's run-cache", table)
     assert "two trainings at once / one alone" in table and "dvc.lock parsed, C / pure Python" in table
     assert "a study of 4 one-epoch runs" in table and re.search(r"per run, beyond its training +5.5 s", table)
     assert workspace_state(project) == good

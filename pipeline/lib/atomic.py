@@ -1,8 +1,7 @@
 """Write outputs under a temporary name and rename them into place.
 
 A stage killed midway leaves only hidden temporary files behind, never a
-half-written output that DVC could cache or a later stage could read; with
-`persist: true` in dvc.yaml, the last good outputs stay in place until then.
+half-written output that DVC could cache or a later stage could read.
 """
 
 from __future__ import annotations

@@ -22,6 +22,13 @@ from pipeline.lib.pinning import numerics_mode
 
 PATH = click.Path(path_type=Path)
 
+# A stage writes under temporary names and renames only once it has succeeded, but DVC removes the
+# previous outputs of a stage that keeps none (its run-cache needs that) before running it.
+INTERRUPTED = (
+    "interrupted: no result of this run was renamed into place; if DVC had removed the previous ones, "
+    "git checkout -- reports && dvc checkout brings back those of the last commit"
+)
+
 
 def fail(message: str, exit_code: int = 1) -> NoReturn:
     click.echo(f"error: {message}", err=True)
@@ -84,7 +91,10 @@ def stage_command(function: Callable[..., None]) -> click.Command:
     def command(params_path: Path, debug: bool, **options) -> None:
         def action() -> None:
             params: Params = load_params(params_path)
-            function(params, **options)
+            try:
+                function(params, **options)
+            except KeyboardInterrupt:
+                fail(INTERRUPTED, exit_code=130)
 
         run_reporting_errors(action, debug)
 

@@ -50,11 +50,13 @@ def confusion(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
 
 
 def most_confused_pairs(matrix: np.ndarray, count: int) -> list[dict]:
-    """The off-diagonal cells with the most images, largest first (ties by true, then predicted digit)."""
+    """The off-diagonal cells with the most images, largest first (ties by true, then predicted digit);
+    `pair` labels each bar of the plot dvc.yaml draws from them."""
     off_diagonal = [(int(matrix[t, p]), t, p) for t in CLASSES for p in CLASSES if t != p and matrix[t, p] > 0]
     off_diagonal.sort(key=lambda cell: (-cell[0], cell[1], cell[2]))
     return [
         {
+            "pair": f"{CLASS_NAMES[t]} as {CLASS_NAMES[p]}",
             "true": CLASS_NAMES[t],
             "predicted": CLASS_NAMES[p],
             "count": n,
