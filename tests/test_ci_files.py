@@ -64,3 +64,21 @@ def test_github_gitlab_and_our_own_ci_run_the_same_script():
     checkout = next(step for step in github if step.get("uses", "").startswith("actions/checkout"))
     assert checkout["with"]["fetch-depth"] == 0  # a shallow checkout breaks every diff
     assert yaml.safe_load(GITLAB.read_text())["reproduce"]["variables"]["GIT_DEPTH"] == "0"
+
+
+def test_forks_get_the_report_without_a_failing_comment_and_every_action_is_pinned():
+    workflow = yaml.safe_load(GITHUB.read_text())
+    job = workflow["jobs"]["reproduce"]
+    comment_steps = [step for step in job["steps"] if "cml" in str(step.get("uses", "")) + step.get("run", "")]
+    assert comment_steps and all("env.COMMENT == 'true'" in step["if"] for step in comment_steps)
+    assert "head.repo.full_name == github.repository" in job["env"]["COMMENT"]
+    assert "dependabot[bot]" in job["env"]["COMMENT"]
+    assert any("GITHUB_STEP_SUMMARY" in step.get("run", "") for step in job["steps"])
+    assert workflow["concurrency"]["cancel-in-progress"] == "${{ github.event_name == 'pull_request' }}"
+    for path in (GITHUB, PROJECT_ROOT / ".github/workflows/study.yaml"):
+        for step in (step for job in yaml.safe_load(path.read_text())["jobs"].values() for step in job["steps"]):
+            if "uses" in step:
+                assert step["uses"].count(".") >= 2, step["uses"]  # a release, not a moving major tag
+            if step.get("uses", "").startswith("actions/checkout"):
+                assert step["with"]["fetch-depth"] == 0, path  # dvc exp and the report need the history
+    assert "@dvcorg/cml@0.20.6 " in GITLAB.read_text()

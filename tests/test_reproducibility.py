@@ -199,6 +199,8 @@ def test_bad_params_a_failed_download_and_ctrl_c_keep_the_last_good_results(proj
     )
     assert workspace_state(project) == good
 
+    dvc(project, "checkout")  # the download's file back, as the last commit has it
+    good = workspace_state(project)
     log = tmp_path / "interrupted.log"
     process = held_midway(project, "train", pause_hooks, log=log)
     try:

@@ -121,6 +121,64 @@ def test_a_dvc_remote_that_refuses_the_run_gives_its_claim_back_and_one_line(clo
     assert cluster.claims("origin", commit) == {}  # another worker may take the run
 
 
+def test_status_lists_each_run_as_done_running_failed_or_waiting(clone):
+    commit = cluster.head()
+    runs = [Run("s", "a", seed, {}) for seed in range(4)]
+    git(clone, "push", "-q", "origin", f"HEAD:refs/exps/{commit[:2]}/{commit[2:]}/s-a-s0")  # as dvc exp push does
+    cluster.push_claim("origin", commit, "s-a-s1", "running", replacing=None, since=0.0)
+    failed = cluster.push_claim("origin", commit, "s-a-s2", "claim", replacing=None)
+    cluster.push_claim("origin", commit, "s-a-s2", "failed (error: training diverged)", replacing=failed)
+    lines = cluster.status(runs, "origin", commit, timeout=3600)
+    worker = cluster.worker_name()
+    assert lines == [
+        "s-a-s0  done",
+        f"s-a-s1  running on {worker} since 1970-01-01 00:00:00 UTC",
+        "s-a-s2  failed (error: training diverged)",
+        "s-a-s3  waiting",
+    ]
+    assert cluster.status(runs, "origin", commit, timeout=-1)[1].startswith("s-a-s1  stalled on ")
+    taken = cluster.claims("origin", commit)
+    assert cluster.next_run(runs[2:3], taken, timeout=3600) == (runs[2], taken["s-a-s2"].sha)  # --retry-failed
+
+
+def test_sigterm_stops_the_run_and_hands_its_claim_back_at_once(clone, tmp_path):
+    """A scheduler's preemption: the worker stops its run (Ctrl-C to the run's process group, as
+    for a study on one machine) and removes its claim instead of holding it for the timeout."""
+    studies = tmp_path / "mine.yaml"
+    studies.write_text(
+        "seeds: [0, 1]\nstudies:\n  s:\n    question: q?\n    source: s\n"
+        "    arms: {a: {}, b: {params: {train.optimizer.lr: 0.01}}}\n"
+    )
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "dvc").write_text(f"#!/bin/sh\ntouch {tmp_path}/running\nexec sleep 600\n")  # a run that lasts
+    (fake / "dvc").chmod(0o755)
+    log = tmp_path / "worker.log"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "study", "--studies", str(studies), "--worker", "origin"],
+        cwd=clone,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env=os.environ | {"PATH": f"{fake}:{os.environ['PATH']}", "STUDY_WORKER": "preempted"},
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "running").exists():
+            assert worker.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=60) == 1
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+    assert log.read_text().splitlines()[-1] == (
+        "error: stopped by SIGTERM: s-a-s0 stopped and its claim removed, so another worker takes it now"
+    )
+    assert cluster.claims("origin", cluster.head()) == {}
+
+
 RECIPES = ["docs/cluster/slurm-study.sh", "docs/cluster/study-job.yaml", ".github/workflows/study.yaml"]
 COMMAND = "python -m pipeline study"
 
@@ -149,6 +207,9 @@ def test_the_recipes_parse():
     assert subprocess.run(["bash", "-n", PROJECT_ROOT / RECIPES[0]]).returncode == 0
     job = yaml.safe_load((PROJECT_ROOT / RECIPES[1]).read_text())
     assert job["kind"] == "Job" and job["spec"]["completionMode"] == "Indexed"
+    assert job["metadata"]["name"] == "mnist-study-STUDY_COMMIT"  # one Job per commit
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["resources"]["limits"]["cpu"]  # the worker's threads follow it
     assert job["spec"]["completions"] == job["spec"]["parallelism"]
 
 

@@ -93,3 +93,12 @@ def test_ctrl_c_stops_the_runs_under_way_and_says_what_is_left(monkeypatch, tmp_
     )
     assert len(processes) == 2 and all(process.returncode not in (None, 0) for process in processes)
     assert "KeyboardInterrupt" in (tmp_path / workers.LOG_DIR / "s-a-s0.log").read_text()  # Ctrl-C, not a kill
+
+
+@pytest.mark.parametrize(("quota", "expected"), [("max 100000", 16), ("150000 100000", 2), ("50000 100000", 1)])
+def test_a_cgroup_cpu_quota_caps_the_cores_a_worker_uses(tmp_path, monkeypatch, quota, expected):
+    """A Kubernetes pod's CPU limit is a cgroup quota: the node's cores stay in the affinity."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    (tmp_path / "cpu.max").write_text(quota + "\n")
+    monkeypatch.setattr(workers, "CPU_QUOTA", tmp_path / "cpu.max")
+    assert workers.usable_cores() == expected

@@ -24,7 +24,7 @@ from pathlib import Path
 import click
 import yaml
 
-from pipeline.commands.study.cluster import check_commit, pull, work
+from pipeline.commands.study.cluster import check_commit, pull, status, work
 from pipeline.commands.study.plan import STUDIES_FILE, load_studies, runs
 from pipeline.commands.study.results import (
     MetricFiles,
@@ -202,6 +202,15 @@ def study(
     help="Take runs no other worker has taken, claiming each on this git remote; push each with dvc exp push.",
 )
 @click.option(
+    "--retry-failed", is_flag=True, help="With --worker: take runs that failed on a worker again (once each)."
+)
+@click.option(
+    "--status",
+    "status_of",
+    metavar="REMOTE",
+    help="List each run of the plan as done, running (where, since when), failed or waiting on this git remote.",
+)
+@click.option(
     "--collect-from",
     metavar="REMOTE",
     help="dvc exp pull the runs the workers pushed to this git remote, then write the results.",
@@ -226,6 +235,8 @@ def main(
     jobs: int,
     worker: str | None,
     collect_from: str | None,
+    retry_failed: bool,
+    status_of: str | None,
     commit: str | None,
     claim_timeout: float,
 ) -> None:
@@ -237,11 +248,19 @@ def main(
         return
     if worker and (collect_only or collect_from):
         raise PipelineError("--worker runs and pushes; collect the results elsewhere with --collect-from")
-    if commit and not (worker or collect_from):
-        raise PipelineError("--commit names the study's commit for --worker or --collect-from: use it with one")
+    if commit and not (worker or collect_from or status_of):
+        raise PipelineError(
+            "--commit names the study's commit for --worker, --collect-from or --status: use it with one"
+        )
+    if retry_failed and not worker:
+        raise PipelineError("--retry-failed is for a worker: use it with --worker")
+    if status_of:
+        for line in status(planned, status_of, check_commit(commit), claim_timeout):
+            click.echo(line)
+        return
     if worker:
         require_committed_params()
-        work(planned, worker, check_commit(commit), claim_timeout)
+        work(planned, worker, check_commit(commit), claim_timeout, retry_failed)
         return
     if collect_from:
         pull(planned, collect_from, check_commit(commit))

@@ -10,6 +10,7 @@ under way and keeps those recorded; the same command again runs the rest.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -27,8 +28,24 @@ POLL_SECONDS = 0.5
 STOP_SECONDS = 30  # how long a run interrupted by Ctrl-C gets to clean up its temporary copy
 
 
+CPU_QUOTA = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "<quota> <period>" or "max <period>"
+
+
+def usable_cores() -> int:
+    """The cores this process may use: its CPU affinity, capped by its cgroup's CPU quota (a
+    Kubernetes pod's CPU limit, a container's --cpus), which the affinity does not show."""
+    cores = len(os.sched_getaffinity(0))
+    try:
+        quota, period = CPU_QUOTA.read_text().split()
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota: the affinity decides
+    return cores
+
+
 def threads_per_run(jobs: int) -> int:
-    return max(1, len(os.sched_getaffinity(0)) // jobs)
+    return max(1, usable_cores() // jobs)
 
 
 def experiment_command(run: Run) -> list[str]:
