@@ -8,7 +8,7 @@ import importlib
 
 import click
 
-COMMANDS = ("bench", "export", "params", "predict", "report", "study", "verify")
+COMMANDS = ("bench", "export", "params", "predict", "report", "share", "study", "verify")
 
 
 class LazyCommands(click.Group):

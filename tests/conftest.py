@@ -164,6 +164,27 @@ def git(project: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=project, check=True, capture_output=True)
 
 
+def clone_as_actions_checkout(url: str, where: Path) -> None:
+    """A clone as actions/checkout makes it with fetch-depth: 0: init, fetch every branch and tag,
+    check the branch out."""
+    where.mkdir()
+    for args in (
+        ["init", "-q"],
+        ["remote", "add", "origin", url],
+        [
+            "fetch",
+            "-q",
+            "--prune",
+            "--no-recurse-submodules",
+            "origin",
+            "+refs/heads/*:refs/remotes/origin/*",
+            "+refs/tags/*:refs/tags/*",
+        ],
+        ["checkout", "-q", "--force", "-B", "main", "refs/remotes/origin/main"],
+    ):
+        git(where, *args)
+
+
 def dvc(project: Path, *args: str) -> str:
     result = subprocess.run(
         ["dvc", *args], cwd=project, capture_output=True, text=True, env=os.environ | {"DVC_NO_ANALYTICS": "1"}

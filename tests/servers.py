@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import shlex
+import shutil
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,11 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncssh
+import pytest
 from moto.server import ThreadedMotoServer
 
 # The only commands the SSH server runs: what git's client asks for to fetch and to push.
 GIT_COMMANDS = {"git-upload-pack", "git-receive-pack", "git-upload-archive"}
 START_SECONDS = 30
+
+# git reaches the SSH server through OpenSSH's client, as on a team member's machine.
+needs_ssh_client = pytest.mark.skipif(
+    not (shutil.which("ssh") and shutil.which("ssh-keygen")),
+    reason="the SSH server's tests need OpenSSH's client: apt-get install openssh-client",
+)
 
 
 @dataclass(frozen=True)
@@ -46,12 +54,18 @@ class SSHServer:
     def url(self, path: Path) -> str:
         return f"ssh://git@127.0.0.1:{self.port}{path}"
 
-    def git_ssh_command(self, key: Path | None = None) -> str:
-        """GIT_SSH_COMMAND for git and DVC's git client: this key, no host key check, no config."""
-        return (
-            f"ssh -F /dev/null -i {key or self.user_key} -o IdentitiesOnly=yes -o BatchMode=yes "
-            "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
+    def write_client_config(self, home: Path) -> None:
+        """A team member's home for this server: ~/.ssh/config with its key and no check of a host
+        key that is new in every test, and ~/.gitconfig pointing git's ssh at that file (OpenSSH
+        reads the passwd entry's home, not $HOME). git, DVC's git client (dulwich, which reads
+        core.sshCommand) and DVC's SSH remote (asyncssh, which reads ~/.ssh/config) all use it."""
+        config = home / ".ssh/config"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(
+            f"Host 127.0.0.1\n  Port {self.port}\n  IdentityFile {self.user_key}\n  IdentitiesOnly yes\n"
+            "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n"
         )
+        (home / ".gitconfig").write_text(f"[core]\n\tsshCommand = ssh -F {config}\n")
 
 
 async def run_git_command(process: asyncssh.SSHServerProcess) -> None:
@@ -64,7 +78,17 @@ async def run_git_command(process: asyncssh.SSHServerProcess) -> None:
     child = await asyncio.create_subprocess_exec(
         *words, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
-    await process.redirect(stdin=child.stdin, stdout=child.stdout, stderr=child.stderr)
+
+    async def copy(source, destination, close: bool) -> None:
+        while data := await source.read(1 << 16):
+            destination.write(data)
+            await destination.drain()
+        if close:
+            destination.close()  # the client's end of input: the command's stdin closes
+
+    feeding = asyncio.ensure_future(copy(process.stdin, child.stdin, close=True))
+    await asyncio.gather(copy(child.stdout, process.stdout, False), copy(child.stderr, process.stderr, False))
+    feeding.cancel()  # the command ended: what the client still sends goes nowhere
     process.exit(await child.wait())
 
 

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import boto3
 import pytest
 import yaml
 
@@ -24,7 +25,8 @@ from pipeline.commands.study.results import recorded_experiments
 from pipeline.lib.errors import PipelineError
 from pipeline.lib.layout import stage_path
 
-from conftest import PROJECT_ROOT, STUDIED_GROUP, dvc, git
+from conftest import PROJECT_ROOT, STUDIED_GROUP, clone_as_actions_checkout, dvc, git, head
+from servers import needs_ssh_client, s3_server, ssh_server
 
 # bench's study: two arms x two seeds of one epoch on the scratch project's 2,000 images.
 ARMS, SEEDS = OVERHEAD_STUDY["studies"]["bench"]["arms"], OVERHEAD_STUDY["seeds"]
@@ -251,67 +253,98 @@ def exp_show(repo: Path) -> dict[str, dict]:
 
 
 @pytest.mark.slow
+@needs_ssh_client
 @pytest.mark.xdist_group(STUDIED_GROUP)
-def test_two_workers_and_a_collector_sharing_only_git_and_the_dvc_remote(studied, tmp_path):
-    """docs/cluster.md on one machine: a bare repository as the git remote, a folder as the DVC
-    remote, two worker clones and a collector clone. The studied project pushed half of the study's
-    runs before the workers start; one worker is killed midway through its run. Their results are
-    those of the same runs made on one machine, the studied project's."""
+def test_two_workers_and_a_collector_sharing_only_git_and_the_dvc_remote(studied, tmp_path, monkeypatch):
+    """docs/cluster.md on real servers: git over SSH and an S3 DVC remote, two worker checkouts and
+    a collector checkout made as the study workflow's runners make them, each running that
+    workflow's own commands. The studied project pushed half of the study's runs before the workers
+    start; one worker is killed midway through its run. Their results are those of the same runs
+    made on one machine, the studied project's."""
     project, _ = studied
-    storage = str(tmp_path / "dvc-storage")
+    workflow = {words[0]: words for words in study_commands(".github/workflows/study.yaml")}
     subprocess.run(["git", "init", "-q", "--bare", "--initial-branch=main", str(tmp_path / "shared.git")], check=True)
-    git(project, "remote", "add", "origin", str(tmp_path / "shared.git"))
-    git(project, "push", "-q", "origin", "HEAD:main")
-    dvc(project, "remote", "add", "--local", "--default", "team", storage)
-    dvc(project, "push")  # the workers pull the data the stages before training made
-    earlier = sorted(name for name in RUNS if name.endswith(f"-s{SEEDS[0]}"))
-    dvc(project, "exp", "push", "origin", *earlier)  # runs made before the workers start
+    with ssh_server(tmp_path) as ssh, s3_server() as s3:
+        ssh.write_client_config(tmp_path / "home")
+        monkeypatch.setenv("HOME", str(tmp_path / "home"))
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
+        boto3.client("s3", endpoint_url=s3.endpoint, region_name="us-east-1").create_bucket(Bucket="study")
+        origin = ssh.url(tmp_path / "shared.git")
 
-    def clone(name: str) -> Path:
-        subprocess.run(["git", "clone", "-q", str(tmp_path / "shared.git"), str(tmp_path / name)], check=True)
-        git(tmp_path / name, "config", "user.email", f"{name}@example.com")
-        git(tmp_path / name, "config", "user.name", name)
-        dvc(tmp_path / name, "remote", "add", "--local", "--default", "team", storage)
-        return tmp_path / name
+        def use_team_remote(where: Path) -> None:
+            dvc(where, "remote", "add", "--local", "--default", "team", "s3://study/dvc")
+            dvc(where, "remote", "modify", "--local", "team", "endpointurl", s3.endpoint)
 
-    def study(where: Path, *args: str, worker: str = "") -> subprocess.Popen:
-        log = (tmp_path / f"{where.name}.log").open("w")
-        return subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "study", "--studies", "studies.yaml", *args],
-            cwd=where,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=os.environ | {"STUDY_WORKER": worker},
-            start_new_session=True,
-        )
+        git(project, "remote", "add", "origin", origin)
+        git(project, "push", "-q", "origin", "HEAD:main")
+        use_team_remote(project)
+        dvc(project, "push")  # the workers pull the data the stages before training made
+        earlier = sorted(name for name in RUNS if name.endswith(f"-s{SEEDS[0]}"))
+        dvc(project, "exp", "push", "origin", *earlier)  # runs made before the workers start
+        commit = head(project)
 
-    workers = [clone("worker-1"), clone("worker-2")]
-    for worker in workers:
-        dvc(worker, "pull", "-q")
-    first, second = (study(w, "--worker", "origin", "--claim-timeout", "6", worker=w.name) for w in workers)
-    log = tmp_path / "worker-1.log"
-    deadline = time.monotonic() + 300
-    while " claimed" not in log.read_text():
-        assert first.poll() is None and time.monotonic() < deadline, log.read_text()
-        time.sleep(0.2)
-    for pid in descendants(first.pid):  # the machine dies: the worker and the run under way
-        os.kill(pid, signal.SIGKILL)
-    killed = log.read_text().splitlines()[-1].split()[3]  # "study worker worker-1: <run> claimed"
-    assert second.wait(timeout=600) == 0, (tmp_path / "worker-2.log").read_text()
-    said = (tmp_path / "worker-2.log").read_text()
-    assert f"study worker worker-2: {killed} taken over" in said and said.count(" done") == 2
+        def clone(name: str) -> Path:
+            clone_as_actions_checkout(origin, tmp_path / name)
+            git(tmp_path / name, "config", "user.email", f"{name}@example.com")
+            git(tmp_path / name, "config", "user.name", name)
+            use_team_remote(tmp_path / name)
+            return tmp_path / name
 
-    collector = clone("collector")
-    assert study(collector, "--collect-from", "origin").wait() == 0, (tmp_path / "collector.log").read_text()
-    assert "study: pulled 4 of 4 runs from origin" in (tmp_path / "collector.log").read_text()
-    # The same runs on one machine: the tables the studied project's own study wrote.
-    here, there = project / OVERHEAD_FOLDER, collector / "build/studies/studies"
-    assert without_seconds((there / "bench.md").read_text()) == without_seconds((here / "bench.md").read_text())
-    assert results_without_seconds(there / "bench.json") == results_without_seconds(here / "bench.json")
+        def study(where: Path, role: str, *args: str, worker: str = "") -> subprocess.Popen:
+            log = (tmp_path / f"{where.name}.log").open("w")
+            command = [word.replace("$GITHUB_SHA", commit) for word in workflow[role]]
+            return subprocess.Popen(
+                [sys.executable, "-m", "pipeline", "study", "--studies", "studies.yaml", *command, *args],
+                cwd=where,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=os.environ | {"STUDY_WORKER": worker},
+                start_new_session=True,
+            )
 
-    pulled_runs, local_runs = exp_show(collector), exp_show(project)
-    assert set(pulled_runs) == RUNS == set(local_runs)
-    for name, row in pulled_runs.items():
-        params = row["data"]["params"]["params.yaml"]["data"]["train"]
-        assert (params["optimizer"]["lr"], params["seed"]) == ((0.01 if "higher_lr" in name else 0.001), int(name[-1]))
-        assert model_md5(collector, row["rev"]) == model_md5(project, local_runs[name]["rev"])
+        workers = [clone("worker-1"), clone("worker-2")]
+        for worker in workers:
+            dvc(worker, "pull", "-q")
+        first, second = (study(w, "--worker", "--claim-timeout", "6", worker=w.name) for w in workers)
+        log = tmp_path / "worker-1.log"
+        deadline = time.monotonic() + 300
+        while " claimed" not in log.read_text():
+            assert first.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        for pid in descendants(first.pid):  # the machine dies: the worker and the run under way
+            os.kill(pid, signal.SIGKILL)
+        killed = log.read_text().splitlines()[-1].split()[3]  # "study worker worker-1: <run> claimed"
+        assert second.wait(timeout=600) == 0, (tmp_path / "worker-2.log").read_text()
+        said = (tmp_path / "worker-2.log").read_text()
+        assert f"study worker worker-2: {killed} taken over" in said and said.count(" done") == 2
+        assert not cluster_claims(workers[1], commit)  # pushed runs leave no claim behind
+
+        collector = clone("collector")
+        assert study(collector, "--collect-from").wait() == 0, (tmp_path / "collector.log").read_text()
+        assert "study: pulled 4 of 4 runs from origin" in (tmp_path / "collector.log").read_text()
+        # The same runs on one machine: the tables the studied project's own study wrote.
+        here, there = project / OVERHEAD_FOLDER, collector / "build/studies/studies"
+        assert without_seconds((there / "bench.md").read_text()) == without_seconds((here / "bench.md").read_text())
+        assert results_without_seconds(there / "bench.json") == results_without_seconds(here / "bench.json")
+
+        pulled_runs, local_runs = exp_show(collector), exp_show(project)
+        assert set(pulled_runs) == RUNS == set(local_runs)
+        for name, row in pulled_runs.items():
+            params = row["data"]["params"]["params.yaml"]["data"]["train"]
+            assert (params["optimizer"]["lr"], params["seed"]) == (
+                (0.01 if "higher_lr" in name else 0.001),
+                int(name[-1]),
+            )
+            assert model_md5(collector, row["rev"]) == model_md5(project, local_runs[name]["rev"])
+
+
+def cluster_claims(where: Path, commit: str) -> str:
+    """The study's claims the git remote holds, as `git ls-remote` lists them."""
+    return subprocess.run(
+        ["git", "ls-remote", "origin", f"{cluster.CLAIMS}/{commit}/*"],
+        cwd=where,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout

@@ -31,6 +31,7 @@ import click
 from pipeline.commands.study.plan import Run
 from pipeline.commands.study.workers import log_path, start, stop, threads_per_run
 from pipeline.lib.errors import PipelineError
+from pipeline.lib.remotes import remote_failure
 
 CLAIMS = "refs/study-claims"
 IDLE_POLL_SECONDS = 5.0
@@ -267,7 +268,7 @@ def pull(planned: list[Run], remote: str, commit: str) -> None:
     if names:
         result = subprocess.run(["dvc", "exp", "pull", remote, *names], capture_output=True, text=True)
         if result.returncode:
-            raise PipelineError(f"dvc exp pull {remote} failed: {last_line_of(result)}")
+            raise remote_failure(None, f"dvc exp pull {remote}", result.stderr + result.stdout)
     for name, claim in sorted(claims(remote, commit).items()):
         if claim.failed:
             click.echo(f"study: {name} failed on a worker: {claim.subject}", err=True)

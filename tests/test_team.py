@@ -1,0 +1,139 @@
+"""A team's setup on real servers on 127.0.0.1: git and an SSH DVC remote on an SSH server, an S3
+remote on moto's S3 server. Folders that share nothing but those servers play the team's machines."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+from test_reproducibility import workspace_state
+
+from pipeline.lib.layout import stage_path
+
+from conftest import PROJECT_ROOT, clone_as_actions_checkout, dvc, git, set_param
+from servers import needs_ssh_client, s3_server, ssh_server
+
+BUCKET = "team-bucket"
+
+
+@pytest.mark.slow
+@needs_ssh_client
+def test_three_machines_share_data_models_and_runs_through_ssh_and_s3(project, tmp_path, monkeypatch):
+    servers = tmp_path / "servers"
+    servers.mkdir()
+    subprocess.run(["git", "init", "-q", "--bare", "--initial-branch=main", str(servers / "repo.git")], check=True)
+    with ssh_server(servers) as ssh, s3_server() as s3:
+        home = tmp_path / "home"  # every machine's: the team's SSH key and host
+        ssh.write_client_config(home)
+        monkeypatch.setenv("HOME", str(home))
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
+        boto3.client("s3", endpoint_url=s3.endpoint, region_name="us-east-1").create_bucket(Bucket=BUCKET)
+        repo_url = ssh.url(servers / "repo.git")
+
+        # A: the team's remotes, committed; data, model and run records pushed; a model version tagged.
+        machine_a = project
+        dvc(machine_a, "remote", "add", "--default", "team", ssh.url(servers / "dvc-store"))
+        dvc(machine_a, "remote", "add", "s3", f"s3://{BUCKET}/mnist-mlp")
+        dvc(machine_a, "remote", "modify", "s3", "endpointurl", s3.endpoint)
+        (machine_a / ".ci").mkdir()
+        shutil.copy(PROJECT_ROOT / ".ci/check-results", machine_a / ".ci")  # what the CI runner runs
+        git(machine_a, "add", ".dvc/config", ".ci")
+        git(machine_a, "commit", "-qm", "the team's remotes")
+        dvc(machine_a, "push")
+        git(machine_a, "remote", "add", "origin", repo_url)
+        git(machine_a, "tag", "-a", "mnist-mlp@v1.0.0", "-m", "a model version")
+        git(machine_a, "push", "-q", "origin", "HEAD:main", "mnist-mlp@v1.0.0")
+        model = stage_path("train", "--model")
+        trained = (machine_a / model).read_bytes()
+        # ... and an experiment at other params, whose run it shares through S3.
+        dvc(machine_a, "exp", "run", "-S", "train.epochs=1")
+        one_epoch = (machine_a / model).read_bytes()
+        shared = pipeline(machine_a, "share", "--remote", "s3")
+        assert shared.returncode == 0 and "share: 6 recorded runs;" in shared.stdout, shared.stderr  # 2 x 3 stages
+
+        # B: a clone over ssh://, the data from the SSH remote, the committed results reproduced.
+        machine_b = tmp_path / "b"
+        git(tmp_path, "clone", "-q", repo_url, str(machine_b))
+        dvc(machine_b, "pull")
+        verified = pipeline(machine_b, "verify", "--from", "preprocess")
+        assert verified.returncode == 0 and "verify: reproduced exactly" in verified.stdout, verified.stderr
+
+        # CI: a checkout as the runner makes it checks the results with the data from S3; then,
+        # back at A's experiment's params, dvc repro restores A's run instead of training.
+        runner = tmp_path / "runner"
+        clone_as_actions_checkout(repo_url, runner)
+        checked = subprocess.run(
+            [".ci/check-results", "HEAD~1"],
+            cwd=runner,
+            capture_output=True,
+            text=True,
+            env=os.environ | {"DVC_REMOTE": "s3"},
+        )
+        assert checked.returncode == 0 and "verify: reproduced exactly" in checked.stdout, (
+            checked.stdout + checked.stderr
+        )
+        assert "Running stage 'train'" in checked.stdout + checked.stderr  # from preprocess on, as configured
+        dvc(runner, "remote", "default", "--local", "s3")
+        dvc(runner, "pull", "--run-cache")
+        set_param(runner, "train", "epochs", 1)
+        restored = dvc(runner, "repro", "--pull")
+        assert "Stage 'train' is cached - skipping run" in restored and "Running stage 'train'" not in restored
+        assert (runner / model).read_bytes() == one_epoch
+
+        # C: no clone, a model version by name.
+        machine_c = tmp_path / "c"
+        machine_c.mkdir()
+        dvc(machine_c, "artifacts", "get", repo_url, "mnist-mlp", "--rev", "v1.0.0",
+            "-o", "model.pt")  # fmt: skip
+        assert (machine_c / "model.pt").read_bytes() == trained
+
+
+def one_line_error(where: Path, *args: str) -> str:
+    """What a command that must fail said: exactly one line."""
+    failed = pipeline(where, *args)
+    assert failed.returncode == 1 and len(failed.stderr.splitlines()) == 1, failed.stderr
+    return failed.stderr.strip()
+
+
+@pytest.mark.slow
+@needs_ssh_client
+def test_a_remote_without_its_bucket_refusing_the_key_or_down_gets_one_line_and_nothing_changes(
+    project, tmp_path, monkeypatch
+):
+    good = workspace_state(project)
+    stranger = tmp_path / "home/stranger_key"  # a key the SSH server was never told of
+    stranger.parent.mkdir()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with ssh_server(tmp_path) as ssh, s3_server() as s3:
+        dvc(project, "remote", "add", "nobucket", "s3://no-such-bucket/mnist-mlp")
+        dvc(project, "remote", "modify", "nobucket", "endpointurl", s3.endpoint)
+        dvc(project, "remote", "add", "team", ssh.url(tmp_path / "dvc-store"))
+        dvc(project, "remote", "modify", "--local", "team", "keyfile", str(stranger))
+        assert one_line_error(project, "share", "--remote", "nobucket") == (
+            "error: dvc push --run-cache: the DVC remote nobucket has no such bucket: create it, or point the "
+            "remote at one (dvc remote modify nobucket url s3://BUCKET/PATH)"
+        )
+        assert one_line_error(project, "share", "--remote", "team") == (
+            "error: dvc push --run-cache: the DVC remote team refused this machine's credentials: set them (S3: "
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; SSH: dvc remote modify --local team keyfile KEY)"
+        )
+    dvc(project, "remote", "add", "down", "s3://bucket/mnist-mlp")
+    dvc(project, "remote", "modify", "down", "endpointurl", s3.endpoint)  # stopped: nothing listens there now
+    assert one_line_error(project, "share", "--remote", "down") == (
+        "error: dvc push --run-cache: the DVC remote down cannot be reached: check its URL (dvc remote list) and "
+        "that its server is up"
+    )
+    assert workspace_state(project) == good
+
+
+def pipeline(where: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=where, capture_output=True, text=True)
