@@ -200,6 +200,8 @@ def study_commands(recipe: str) -> list[list[str]]:
 def test_every_recipe_starts_the_same_worker_that_the_cli_accepts(recipe):
     commands = study_commands(recipe)
     workers = [words for words in commands if "--worker" in words]
+    if recipe.startswith("docs/cluster/"):  # a shell's last command there: the scheduler's SIGTERM must reach it
+        assert "exec env STUDY_WORKER=" in (PROJECT_ROOT / recipe).read_text()
     assert len(workers) == 1 and workers[0][:3] == ["--worker", "origin", "--commit"] and len(workers[0]) == 4
     for words in commands:
         main.make_context("study", [word if not word.startswith("$") else "0123abc" for word in words])

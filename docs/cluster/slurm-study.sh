@@ -23,4 +23,5 @@ cd "$clone"
 git checkout --quiet "$commit"
 python3 -m venv .venv && . .venv/bin/activate && pip install -q -r requirements.lock -e .
 dvc pull --quiet
-STUDY_WORKER="slurm-${SLURM_ARRAY_JOB_ID}-${SLURM_ARRAY_TASK_ID}" python -m pipeline study --worker origin --commit "$commit" "$@"
+# exec: the worker takes the shell's place, so a preemption's SIGTERM reaches it and it hands its run back
+exec env STUDY_WORKER="slurm-${SLURM_ARRAY_JOB_ID}-${SLURM_ARRAY_TASK_ID}" python -m pipeline study --worker origin --commit "$commit" "$@"
