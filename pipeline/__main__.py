@@ -8,6 +8,8 @@ import importlib
 
 import click
 
+from pipeline.lib.cli import CONTEXT, DISTRIBUTION
+
 COMMANDS = ("bench", "export", "params", "predict", "report", "share", "study", "verify")
 
 
@@ -19,7 +21,8 @@ class LazyCommands(click.Group):
         return importlib.import_module(f"pipeline.commands.{name}.command").main if name in COMMANDS else None
 
 
-@click.group(cls=LazyCommands)
+@click.group(cls=LazyCommands, context_settings=CONTEXT)
+@click.version_option(package_name=DISTRIBUTION)
 def cli() -> None:
     """Train and study MLPs on MNIST. The stages run through `dvc repro`; these commands use their results."""
 

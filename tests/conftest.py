@@ -160,6 +160,24 @@ def copy_project(destination: Path) -> Path:
     return destination
 
 
+def stop_group(process: subprocess.Popen) -> None:
+    """Kill what is left of a process group a test started (start_new_session=True)."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+@pytest.fixture
+def process_groups() -> Iterator[list[subprocess.Popen]]:
+    """The process groups a test starts, appended here: killed when it ends, however it ends."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for process in started:
+        stop_group(process)
+
+
 def git(project: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=project, check=True, capture_output=True)
 

@@ -21,7 +21,7 @@ from pipeline.lib.atomic import temporary_path
 from pipeline.lib.cli import INTERRUPTED
 from pipeline.lib.layout import stage_path
 
-from conftest import QuietHandler, dvc, git, serve_folder
+from conftest import QuietHandler, dvc, git, serve_folder, stop_group
 
 # Each stage is killed while this output exists under its temporary name: all of the stage's
 # results are written, or being written, and none of them renamed into place yet.
@@ -108,10 +108,14 @@ def held_midway(
         start_new_session=True,
     )
     deadline = time.monotonic() + 120
-    while not marker.exists():
-        assert process.poll() is None, f"{stage} finished before it could be interrupted"
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
+    try:
+        while not marker.exists():
+            assert process.poll() is None, f"{stage} finished before it could be interrupted"
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+    except BaseException:
+        stop_group(process)
+        raise
     return process
 
 
@@ -137,8 +141,8 @@ def test_killed_stages_rerun_to_the_same_bytes_that_verify_finds_exact(project, 
             shutil.rmtree(project / stage_path("download", "--out"))
             env = env | {"MNIST_MIRROR": slow_mirror}
         process = held_midway(project, stage, pause_hooks, env)
-        os.killpg(process.pid, signal.SIGKILL)  # dvc and the stage together, as a machine that dies
-        assert process.wait() == -signal.SIGKILL
+        stop_group(process)  # dvc and the stage together, as a machine that dies
+        assert process.returncode == -signal.SIGKILL
         if stage == STAGES[-1]:  # verify reruns it, then compares every output with the committed one
             checked = verify(project, "--from", stage)
             assert checked.returncode == 0 and f"Running stage '{stage}'" in checked.stderr, checked.stderr
@@ -214,15 +218,6 @@ def test_bad_params_a_failed_download_and_ctrl_c_keep_the_last_good_results(proj
     restore = INTERRUPTED.split("; if DVC had removed the previous ones, ")[1].split(" brings back")[0]
     subprocess.run(restore, shell=True, cwd=project, check=True, capture_output=True)
     assert workspace_state(project) == good
-
-
-def stop_group(process: subprocess.Popen) -> None:
-    """Kill what is left of a process group a test started, whatever the test's outcome."""
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait()
 
 
 @pytest.mark.slow

@@ -143,7 +143,7 @@ def test_status_lists_each_run_as_done_running_failed_or_waiting(clone):
     assert cluster.next_run(runs[2:3], taken, timeout=3600) == (runs[2], taken["s-a-s2"].sha)  # --retry-failed
 
 
-def test_sigterm_stops_the_run_and_hands_its_claim_back_at_once(clone, tmp_path):
+def test_sigterm_stops_the_run_and_hands_its_claim_back_at_once(clone, tmp_path, process_groups):
     """A scheduler's preemption: the worker stops its run (Ctrl-C to the run's process group, as
     for a study on one machine) and removes its claim instead of holding it for the timeout."""
     studies = tmp_path / "mine.yaml"
@@ -164,17 +164,13 @@ def test_sigterm_stops_the_run_and_hands_its_claim_back_at_once(clone, tmp_path)
         env=os.environ | {"PATH": f"{fake}:{os.environ['PATH']}", "STUDY_WORKER": "preempted"},
         start_new_session=True,
     )
-    try:
-        deadline = time.monotonic() + 60
-        while not (tmp_path / "running").exists():
-            assert worker.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        worker.send_signal(signal.SIGTERM)
-        assert worker.wait(timeout=60) == 1
-    finally:
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
+    process_groups.append(worker)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "running").exists():
+        assert worker.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=60) == 1
     assert log.read_text().splitlines()[-1] == (
         "error: stopped by SIGTERM: s-a-s0 stopped and its claim removed, so another worker takes it now"
     )
@@ -257,7 +253,9 @@ def exp_show(repo: Path) -> dict[str, dict]:
 @pytest.mark.slow
 @needs_ssh_client
 @pytest.mark.xdist_group(STUDIED_GROUP)
-def test_two_workers_and_a_collector_sharing_only_git_and_the_dvc_remote(studied, tmp_path, monkeypatch):
+def test_two_workers_and_a_collector_sharing_only_git_and_the_dvc_remote(
+    studied, tmp_path, monkeypatch, process_groups
+):
     """docs/cluster.md on real servers: git over SSH and an S3 DVC remote, two worker checkouts and
     a collector checkout made as the study workflow's runners make them, each running that
     workflow's own commands. The studied project pushed half of the study's runs before the workers
@@ -296,7 +294,7 @@ def test_two_workers_and_a_collector_sharing_only_git_and_the_dvc_remote(studied
         def study(where: Path, role: str, *args: str, worker: str = "") -> subprocess.Popen:
             log = (tmp_path / f"{where.name}.log").open("w")
             command = [word.replace("$GITHUB_SHA", commit) for word in workflow[role]]
-            return subprocess.Popen(
+            process = subprocess.Popen(
                 [sys.executable, "-m", "pipeline", "study", "--studies", "studies.yaml", *command, *args],
                 cwd=where,
                 stdout=log,
@@ -304,6 +302,8 @@ def test_two_workers_and_a_collector_sharing_only_git_and_the_dvc_remote(studied
                 env=os.environ | {"STUDY_WORKER": worker},
                 start_new_session=True,
             )
+            process_groups.append(process)
+            return process
 
         workers = [clone("worker-1"), clone("worker-2")]
         for worker in workers:

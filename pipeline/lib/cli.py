@@ -21,6 +21,14 @@ from pipeline.lib.params import DEFAULT_PARAMS, Params, load_params
 from pipeline.lib.pinning import numerics_mode
 
 PATH = click.Path(path_type=Path)
+DISTRIBUTION = "mnist-mlp-pipeline"  # pyproject.toml's project name: --version reports its version
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+
+def command_of(function: Callable[..., None]) -> click.Command:
+    """A Click command with -h as well as --help, and --version."""
+    return click.command(context_settings=CONTEXT)(click.version_option(package_name=DISTRIBUTION)(function))
+
 
 # A stage writes under temporary names and renames only once it has succeeded, but DVC removes the
 # previous outputs of a stage that keeps none (its run-cache needs that) before running it.
@@ -70,7 +78,7 @@ def user_command(error_status: int = 1) -> Callable[[Callable[..., int | None]],
             if outcome and outcome[0]:
                 sys.exit(outcome[0])
 
-        return click.command(command)
+        return command_of(command)
 
     return decorate
 
@@ -98,7 +106,7 @@ def stage_command(function: Callable[..., None]) -> click.Command:
 
         run_reporting_errors(action, debug)
 
-    return click.command(command)
+    return command_of(command)
 
 
 def run_stage(command: click.Command) -> NoReturn:
