@@ -118,9 +118,9 @@ def invoke_in(monkeypatch):
 @pytest.fixture(scope="session", autouse=True)
 def torch_threads_shared_by_workers() -> None:
     """pytest-xdist runs one worker per core (-n auto), and each runs torch in process: with a thread
-    per core each, the workers' OpenMP threads spin against each other (pipeline/lib/cores.py), and
-    the unit tier took 84 s and 150 CPU-seconds on 2 cores instead of 50 s and 84. Each takes its
-    share. (A fixture, not an import: pytest-xdist's controller loads this file too, and runs no test.)"""
+    per core each, the workers' OpenMP threads would spin against each other (pipeline/lib/cores.py),
+    so each takes its share. (A fixture, not an import: pytest-xdist's controller loads this file
+    too, and runs no test.)"""
     import torch
 
     torch.set_num_threads(max(1, torch.get_num_threads() // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))

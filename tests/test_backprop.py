@@ -13,7 +13,8 @@ from pipeline.lib import training
 from pipeline.lib.backprop import loss_and_gradients
 from pipeline.lib.model import build_model
 from pipeline.lib.params import MANUAL_BACKWARD_ACTIVATIONS, Params
-from pipeline.lib.training import Dataset, train
+from pipeline.lib.storage import Dataset
+from pipeline.lib.training import train
 
 from conftest import small_params
 

@@ -14,7 +14,7 @@ from pipeline.commands.bench.stages import train_elsewhere
 from pipeline.commands.bench.timers import Timing, best_of_interleaved, canonical_epoch, floor_epoch, project_epoch
 from pipeline.lib.layout import stage_path, stages
 from pipeline.lib.params import Params
-from pipeline.lib.training import Dataset
+from pipeline.lib.storage import Dataset
 
 from conftest import PROJECT_ROOT, small_params
 

@@ -27,7 +27,8 @@ from pipeline.lib.device import make_deterministic, numerics_fingerprint
 from pipeline.lib.model import build_model, probabilities
 from pipeline.lib.params import Params
 from pipeline.lib.pinning import PINNED, pin_numerics
-from pipeline.lib.training import Dataset, train
+from pipeline.lib.storage import Dataset
+from pipeline.lib.training import train
 
 from scratch_params import small_params, write_params
 

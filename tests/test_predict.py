@@ -20,7 +20,8 @@ from pipeline.lib.model import build_model, probabilities
 from pipeline.lib.model_file import load_model, save_model
 from pipeline.lib.normalization import Normalization
 from pipeline.lib.params import Params
-from pipeline.lib.training import Dataset, train
+from pipeline.lib.storage import Dataset
+from pipeline.lib.training import train
 
 from conftest import small_params
 from idx_writer import write_idx_gz

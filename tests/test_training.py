@@ -13,7 +13,8 @@ from pipeline.lib.device import make_deterministic
 from pipeline.lib.errors import PipelineError
 from pipeline.lib.model import build_model
 from pipeline.lib.params import Augment, Params
-from pipeline.lib.training import Dataset, TrainingDiverged, evaluate, train
+from pipeline.lib.storage import Dataset
+from pipeline.lib.training import TrainingDiverged, evaluate, train
 
 from conftest import small_params, synthetic_digits
 

@@ -68,7 +68,7 @@ def digit_grid(images: np.ndarray, captions: list[str], title: str) -> plt.Figur
 def weight_templates(weights: np.ndarray, captions: list[str], title: str) -> plt.Figure:
     """Weight rows as square tiles of one image on one symmetric colour scale (red positive, blue
     negative), so that a faint template looks faint; the 99.5th percentile of |w| is the scale's end.
-    One image rather than a panel per row: 64 panels took analyze two seconds to lay out."""
+    One image rather than a panel per row, which matplotlib lays out far faster."""
     columns = max(1, min(8, len(weights)))
     rows = math.ceil(len(weights) / columns)
     side = math.isqrt(weights.shape[1])

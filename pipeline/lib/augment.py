@@ -36,8 +36,8 @@ class Augmenter:
         centres = F.affine_grid(identity, [1, 1, SIDE, SIDE], align_corners=False).reshape(SIDE * SIDE, 2)
         homogeneous = torch.cat([centres, torch.ones(SIDE * SIDE, 1, device=background.device)], 1)
         # spread[k, axis, pixel, axis] = homogeneous[pixel, k]: the product comes out in
-        # grid_sample's (N, 28, 28, 2) layout. A transposed (strided) grid makes grid_sample
-        # about 2x slower on CPU, and copying it contiguous costs as much again.
+        # grid_sample's (N, 28, 28, 2) layout, since a transposed (strided) grid slows grid_sample
+        # on CPU and copying it contiguous costs as much again.
         spread = torch.zeros(3, 2, SIDE * SIDE, 2, device=background.device)
         for axis in range(2):
             spread[:, axis, :, axis] = homogeneous.t()
@@ -59,7 +59,7 @@ class Augmenter:
     def warp(self, rows: torch.Tensor, affine: torch.Tensor) -> torch.Tensor:
         """Rows (N, 784) resampled through (N, 2, 3) affine maps, plus elastic distortion if enabled."""
         n = len(rows)
-        # One plain GEMM, (N, 6) @ (6, 1568): a broadcast batched matmul is ~15x slower on CPU here.
+        # One plain GEMM, (N, 6) @ (6, 1568), rather than a much slower broadcast batched matmul.
         transforms = affine.transpose(1, 2).reshape(n, 6)
         grid = (transforms @ self.spread_centres).reshape(n, SIDE, SIDE, 2)
         if self.smoothing is not None:

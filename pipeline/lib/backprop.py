@@ -1,7 +1,7 @@
 """The textbook backward pass, written out: what `train.backward: manual` runs instead of autograd.
 
-This is the backward pass of the NumPy assignments our users write (the CNN and framework
-assignments of docs/sources.md), for cross-entropy over a stack of Linear, elementwise activation and Dropout layers:
+This is the backward pass of the NumPy assignments (the CNN and framework assignments of
+docs/sources.md), for cross-entropy over a stack of Linear, elementwise activation and Dropout layers:
 
     upstream = (softmax(logits) - one_hot(labels)) / batch size
     for each layer from the top:

@@ -113,7 +113,7 @@ def run_stage(command: click.Command) -> NoReturn:
     """Run a stage as `dvc repro` does (`python -m pipeline.stages.NAME`) and end the process at once.
 
     By then its results are renamed into place and closed; all Python would still do is tear down
-    torch's thousands of modules: 0.5 s of every stage run, 1 s of train's, that nothing needs.
+    torch's thousands of modules, which nothing needs.
     """
     try:
         command.main()

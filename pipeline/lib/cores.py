@@ -1,14 +1,13 @@
 """Threads from the cores that other processes leave free, chosen again before every epoch.
 
 Two trainings with a thread per core each, on one machine, make every parallel region wait: an
-OpenMP thread that finishes its part spins (libgomp: up to 300,000 turns) for a partner thread that
-the other run holds off its core. Two runs at once then took 9x as long as one alone on 2 cores.
-Spinning less (OMP_WAIT_POLICY=PASSIVE) cost a run alone about a quarter of its speed. So the
-training loop looks, before each epoch, at how much of its cores other processes used since the
-last look (Linux's /proc/stat, less this process's own CPU time) and takes the rest: at least one
-thread, at most torch's own count (OMP_NUM_THREADS, or the cores it may run on). A run alone keeps
-every thread; two runs take one each; a run that outlives the other takes its cores back. The
-numerics do not depend on the thread count (docs/reproducibility.md): the model's bytes are the same.
+OpenMP thread that finishes its part spins for a partner thread that the other run holds off its
+core. Spinning less (OMP_WAIT_POLICY=PASSIVE) slows a run alone instead. So the training loop
+looks, before each epoch, at how much of its cores other processes used since the last look
+(Linux's /proc/stat, less this process's own CPU time) and takes the rest: at least one thread, at
+most torch's own count (OMP_NUM_THREADS, or the cores it may run on). A run alone keeps every
+thread; two runs take one each; a run that outlives the other takes its cores back. The numerics
+do not depend on the thread count (docs/reproducibility.md): the model's bytes are the same.
 """
 
 from __future__ import annotations

@@ -39,8 +39,7 @@ def make_deterministic(seed: int) -> None:
     """Same seed, same numerics, same bytes: seeded RNGs and deterministic kernels (on CUDA too)."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.manual_seed(seed)
-    # Its import of torch._inductor (2.9 s alone) costs the stages nothing measurable: torch imports it
-    # anyway on a stage's first optimizer or model load (docs/performance.md, "Start-up").
+    # It imports torch._inductor, which a stage's first optimizer or model load imports anyway.
     torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = False
     # oneDNN's CPU convolutions (the CNN, the elastic distortion) split their reductions by the

@@ -92,7 +92,7 @@ def initialize(model: nn.Module, params: ModelParams) -> None:
 @torch.inference_mode()
 def in_batches(function: Callable[[torch.Tensor], torch.Tensor], rows: np.ndarray, batch_size: int) -> np.ndarray:
     """Apply `function` to standardized rows (N, 784) batch by batch; float32 NumPy out."""
-    # torch.tensor copies each batch into torch's 64-byte-aligned memory (see training.Dataset.load).
+    # torch.tensor copies each batch into torch's 64-byte-aligned memory (see storage.Dataset.load).
     outputs = [function(torch.tensor(rows[start : start + batch_size])) for start in range(0, len(rows), batch_size)]
     return torch.cat(outputs).float().numpy()
 

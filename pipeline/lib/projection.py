@@ -1,5 +1,5 @@
-"""Principal components with NumPy's SVD: analyze's two PCA views need only this, and importing
-scikit-learn's PCA would cost the stage about two seconds."""
+"""Principal components with NumPy's SVD: analyze's two PCA views need only this, which spares the
+stage the import of scikit-learn."""
 
 from __future__ import annotations
 

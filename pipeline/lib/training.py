@@ -1,8 +1,8 @@
-"""The training loop: tensors in memory, one optimizer step per batch, validation every epoch.
+"""The training loop, `train`: tensors in memory, one optimizer step per batch, a clean pass over the
+training and validation sets every epoch.
 
-No DataLoader and no per-sample transforms: each epoch shuffles index
-tensors, slices batches, and augments whole batches on the training device.
-Each batch is zero_grad, the step (forward, loss, backward), optimizer step, in `_train_epoch`.
+No DataLoader and no per-sample transforms: each epoch shuffles index tensors, slices batches, and
+augments whole batches on the training device. The helpers above `train` build its pieces.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +22,7 @@ from pipeline.lib.backprop import loss_and_gradients
 from pipeline.lib.errors import PipelineError
 from pipeline.lib.model import weighted_layers
 from pipeline.lib.params import Train
-from pipeline.lib.storage import read_pair
+from pipeline.lib.storage import Dataset
 
 EVAL_BATCH = 4096
 # Cross-entropy starts near ln(10) = 2.3 and MSE here is at most 2: a batch loss above this
@@ -46,22 +45,6 @@ class TrainingDiverged(PipelineError):
     def __init__(self, message: str, where: Divergence) -> None:
         super().__init__(message)
         self.where = where
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """Standardized rows (N, 784) float32 and labels (N,) int64, on one device."""
-
-    inputs: torch.Tensor
-    labels: torch.Tensor
-
-    @classmethod
-    def load(cls, folder: Path, name: str, device: torch.device) -> Dataset:
-        """The `name` pair of arrays that the split stage wrote, as tensors on `device`."""
-        images, labels = read_pair(folder, name)
-        # torch.tensor copies into torch's own 64-byte-aligned memory: NumPy's buffers are only
-        # 16-byte aligned, and a BLAS may take another code path for another alignment.
-        return cls(torch.tensor(images, device=device), torch.tensor(labels, dtype=torch.long, device=device))
 
 
 @dataclass(frozen=True)
@@ -120,7 +103,8 @@ def weight_penalty(model: nn.Module, l1: float, l2: float) -> torch.Tensor | flo
 
 
 def make_optimizer(model: nn.Module, params: Train) -> torch.optim.Optimizer:
-    """Fused implementations (one kernel for all parameters) where PyTorch has them: ~15% faster at batch 64."""
+    """Fused implementations (one kernel for all parameters) where PyTorch has them: small batches
+    are bound by kernel launches."""
     config = params.optimizer
     common = {"lr": config.lr, "weight_decay": config.weight_decay}
     if config.name != "rmsprop":
@@ -164,82 +148,37 @@ def evaluate(model: nn.Module, data: Dataset, loss_name: str = "cross_entropy") 
     return total_loss.item() / n, correct.item() / n
 
 
-@dataclass(frozen=True)
-class Measurement:
-    """Loss and accuracy of a clean pass (eval mode, no augmentation) over the training and validation
-    sets; val_* are None without a validation set."""
-
-    train_loss: float
-    train_accuracy: float
-    val_loss: float | None
-    val_accuracy: float | None
-
-    @property
-    def watched(self) -> tuple[str, float]:
-        """The loss that tells bad data and divergence: the validation set's, else the training set's."""
-        return ("training", self.train_loss) if self.val_loss is None else ("validation", self.val_loss)
-
-
-def measure(model: nn.Module, train_data: Dataset, val_data: Dataset | None, loss_name: str) -> Measurement:
-    """Where the model stands: a pure function of its weights and the data."""
+def epoch_result(
+    model: nn.Module,
+    train_data: Dataset,
+    val_data: Dataset | None,
+    loss_name: str,
+    epoch: int,
+    lr: float,
+    started: float,
+    batches: tuple[float, float] | None = None,
+) -> EpochResult:
+    """Where training stands after `epoch` epochs: a clean pass over both sets, and `batches`, the mean
+    loss and accuracy of the epoch's batches as trained on. A non-finite loss before any update is bad
+    data, after one divergence."""
     val_loss, val_accuracy = evaluate(model, val_data, loss_name) if val_data is not None else (None, None)
     train_loss, train_accuracy = evaluate(model, train_data, loss_name)
-    return Measurement(
-        train_loss=train_loss, train_accuracy=train_accuracy, val_loss=val_loss, val_accuracy=val_accuracy
-    )
-
-
-def check_measured_loss(measured: Measurement, epoch: int, lr: float) -> None:
-    """A non-finite clean-pass loss before any update is bad data; after one, divergence."""
-    name, loss = measured.watched
-    if math.isfinite(loss):
-        return
-    if epoch == 0:
-        raise PipelineError(
-            f"{name} loss is {loss} before any update: the {name} arrays hold "
-            "non-finite values; rerun preprocess and split"
+    name, watched = ("training", train_loss) if val_loss is None else ("validation", val_loss)
+    if not math.isfinite(watched):
+        if epoch == 0:
+            raise PipelineError(
+                f"{name} loss is {watched} before any update: the {name} arrays hold non-finite values; "
+                "rerun preprocess and split"
+            )
+        raise TrainingDiverged(
+            f"training diverged: {name} loss {watched} at epoch {epoch} with lr {lr:g}: lower train.optimizer.lr",
+            Divergence(epoch, None, watched),
         )
-    raise TrainingDiverged(
-        f"training diverged: {name} loss {loss} at epoch {epoch} with lr {lr:g}: lower train.optimizer.lr",
-        Divergence(epoch, None, loss),
+    batch_loss, batch_accuracy = batches or (None, None)
+    seconds = time.perf_counter() - started
+    return EpochResult(
+        epoch, train_loss, train_accuracy, val_loss, val_accuracy, batch_loss, batch_accuracy, lr, seconds
     )
-
-
-Step = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-
-
-def make_step(model: nn.Module, params: Train) -> Step:
-    """The backward pass `params.backward` names, chosen once: (batch, labels) -> (loss, logits)
-    with the gradients in place. Penalties are autograd's only (params.py refuses them with manual)."""
-    if params.backward == "manual":
-        return lambda batch, labels: loss_and_gradients(model, batch, labels)
-    criterion = loss_function(params.loss)
-
-    def autograd_step(batch: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = model(batch)
-        loss = criterion(logits, labels)
-        (loss + weight_penalty(model, params.l1, params.l2)).backward()
-        return loss, logits
-
-    return autograd_step
-
-
-@dataclass
-class Loop:
-    """What one epoch of training needs, built once per run."""
-
-    model: nn.Module
-    data: Dataset
-    batch_size: int
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None
-    augmenter: Augmenter | None
-    generator: torch.Generator
-    step: Step
-
-    @property
-    def lr(self) -> float:
-        return self.optimizer.param_groups[0]["lr"]
 
 
 def train(
@@ -260,45 +199,57 @@ def train(
     `on_epoch` sees epoch 0 (the untouched model, as the Keras lecture shows it; docs/sources.md)
     and then every epoch.
     """
-    device = train_data.inputs.device
+    device, n, batch_size = train_data.inputs.device, len(train_data.labels), params.batch_size
     generator = torch.Generator(device=device).manual_seed(params.seed)
     augmenter = Augmenter(params.augment, background.to(device), generator) if params.augment.enabled else None
     optimizer = make_optimizer(model, params)
-    steps_per_epoch = -(-len(train_data.labels) // params.batch_size)
-    loop = Loop(
-        model=model,
-        data=train_data,
-        batch_size=params.batch_size,
-        optimizer=optimizer,
-        scheduler=make_schedule(optimizer, params, steps_per_epoch),
-        augmenter=augmenter,
-        generator=generator,
-        step=make_step(model, params),
+    scheduler = make_schedule(optimizer, params, steps_per_epoch=-(-n // batch_size))
+    criterion = loss_function(params.loss)
+
+    initial = epoch_result(
+        model, train_data, val_data, params.loss, 0, optimizer.param_groups[0]["lr"], time.perf_counter()
     )
-
-    def finished(epoch: int, lr: float, started: float, batch_loss: float | None, batch_accuracy: float | None):
-        measured = measure(model, train_data, val_data, params.loss)
-        check_measured_loss(measured, epoch, lr)
-        outcome = EpochResult(
-            epoch=epoch,
-            **vars(measured),
-            batch_loss=batch_loss,
-            batch_accuracy=batch_accuracy,
-            lr=lr,
-            seconds=time.perf_counter() - started,
-        )
-        on_epoch(outcome)
-        return outcome
-
-    initial = finished(0, loop.lr, time.perf_counter(), None, None)
+    on_epoch(initial)
     result = TrainResult(kept_epoch=0, kept_state=copy.deepcopy(model.state_dict()), initial=initial)
     best_loss, epochs_without_gain = math.inf, 0
     try:
         for epoch in range(1, params.epochs + 1):
-            started, lr = time.perf_counter(), loop.lr
+            started, epoch_lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
             model.train()
-            batch_loss, batch_accuracy = _train_epoch(loop, epoch)
-            outcome = finished(epoch, lr, started, batch_loss, batch_accuracy)
+            # One gather per batch instead of a shuffled copy of the whole set; predictions kept for
+            # one accuracy count per epoch, so the loss value is the step's only host sync.
+            order = torch.randperm(n, device=device, generator=generator)
+            shuffled_labels = train_data.labels[order]
+            predictions = torch.empty_like(shuffled_labels)
+            loss_sum = 0.0
+            for step, start in enumerate(range(0, n, batch_size), start=1):
+                batch = train_data.inputs[order[start : start + batch_size]]
+                labels = shuffled_labels[start : start + batch_size]
+                if augmenter is not None:
+                    batch = augmenter(batch)
+                optimizer.zero_grad(set_to_none=True)
+                if params.backward == "manual":  # the textbook backward pass (backprop.py); no penalties
+                    loss, logits = loss_and_gradients(model, batch, labels)
+                else:
+                    logits = model(batch)
+                    loss = criterion(logits, labels)
+                    (loss + weight_penalty(model, params.l1, params.l2)).backward()
+                value = loss.item()
+                if not math.isfinite(value) or value > EXPLODED_LOSS:  # stop before the weights change
+                    raise TrainingDiverged(
+                        f"training diverged: loss {value:.3g} at epoch {epoch}, step {step} with lr "
+                        f"{optimizer.param_groups[0]['lr']:g}: lower train.optimizer.lr",
+                        Divergence(epoch, step, value),
+                    )
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+                loss_sum += value * len(labels)
+                torch.argmax(logits.detach(), 1, out=predictions[start : start + batch_size])
+
+            batches = (loss_sum / n, (predictions == shuffled_labels).float().mean().item())
+            outcome = epoch_result(model, train_data, val_data, params.loss, epoch, epoch_lr, started, batches)
+            on_epoch(outcome)
             result.history.append(outcome)
             improved = outcome.val_loss is not None and outcome.val_loss < best_loss
             best_loss, epochs_without_gain = (outcome.val_loss, 0) if improved else (best_loss, epochs_without_gain + 1)
@@ -312,38 +263,3 @@ def train(
             raise
         result.diverged = diverged.where  # the kept epoch stays the model: the last one before, or epoch 0
     return result
-
-
-def _train_epoch(loop: Loop, epoch: int) -> tuple[float, float]:
-    """One pass over shuffled batches; returns (mean loss, accuracy) over the batches as trained on.
-
-    The hot loop: one gather per batch instead of a shuffled copy of the whole set, one host
-    sync per step (the loss value, needed to stop on divergence before the weights change),
-    and predictions stored for one accuracy count per epoch.
-    """
-    data, batch_size = loop.data, loop.batch_size
-    n = len(data.labels)
-    order = torch.randperm(n, device=data.inputs.device, generator=loop.generator)
-    shuffled_labels = data.labels[order]
-    predictions = torch.empty_like(shuffled_labels)
-    loss_sum = 0.0
-    for step, start in enumerate(range(0, n, batch_size), start=1):
-        batch = data.inputs[order[start : start + batch_size]]
-        labels = shuffled_labels[start : start + batch_size]
-        if loop.augmenter is not None:
-            batch = loop.augmenter(batch)
-        loop.optimizer.zero_grad(set_to_none=True)
-        loss, logits = loop.step(batch, labels)
-        value = loss.item()
-        if not math.isfinite(value) or value > EXPLODED_LOSS:
-            raise TrainingDiverged(
-                f"training diverged: loss {value:.3g} at epoch {epoch}, step {step} with lr {loop.lr:g}: "
-                "lower train.optimizer.lr",
-                Divergence(epoch, step, value),
-            )
-        loop.optimizer.step()
-        if loop.scheduler is not None:
-            loop.scheduler.step()
-        loss_sum += value * len(labels)
-        torch.argmax(logits.detach(), 1, out=predictions[start : start + batch_size])
-    return loss_sum / n, (predictions == shuffled_labels).float().mean().item()

@@ -23,7 +23,8 @@ from pipeline.lib.model import build_model
 from pipeline.lib.model_file import save_model
 from pipeline.lib.normalization import Normalization
 from pipeline.lib.params import Params
-from pipeline.lib.training import Dataset, Divergence, EpochResult, TrainResult, train
+from pipeline.lib.storage import Dataset
+from pipeline.lib.training import Divergence, EpochResult, TrainResult, train
 
 
 class Progress:

@@ -14,7 +14,7 @@ from pipeline.lib.device import make_deterministic, numerics_fingerprint
 from pipeline.lib.layout import stage_path
 from pipeline.lib.normalization import Normalization
 from pipeline.lib.params import Params
-from pipeline.lib.training import Dataset
+from pipeline.lib.storage import Dataset
 
 CANONICAL, PROJECT, FLOOR = "canonical DataLoader idiom", "project loop", "compute floor"
 

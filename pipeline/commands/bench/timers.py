@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from pipeline.lib.mnist import OFFICIAL_FILES
 from pipeline.lib.model import build_model
 from pipeline.lib.params import Params
-from pipeline.lib.training import Dataset, make_optimizer, train
+from pipeline.lib.storage import Dataset
+from pipeline.lib.training import make_optimizer, train
 
 WARMUP_STEPS = 20
 

@@ -2,8 +2,7 @@
 
 Each run is a DVC experiment made in a temporary copy of the workspace (under `.dvc/tmp/exps`),
 as DVC's queue makes them, but started by this process instead of the queue's Celery workers:
-no broker and no worker to start, watch or stop (a 6-run study: 74.1 s against the queue's 80.0 s,
-docs/studies.md). A run's output goes to LOG_DIR/<name>.log.
+no broker and no worker to start, watch or stop. A run's output goes to LOG_DIR/<name>.log.
 The runs start in a session of their own, so Ctrl-C reaches this process alone: it stops the runs
 under way and keeps those recorded; the same command again runs the rest.
 """
