@@ -35,12 +35,14 @@ WRITTEN_MIDWAY = {
 }
 
 # Loaded by every Python process of the killed run (PYTHONPATH): the stage stops just before it
-# renames the watched temporary path into place, so a fast stage cannot finish before the kill.
+# renames the watched temporary path into place, so a fast stage cannot finish before the kill, and
+# says so by creating PAUSED (outside the project), so that the signal finds it paused there.
 PAUSE_BEFORE_RENAMING = """
 import os, sys, time
 
 def pause_before_renaming(event, args, watched=os.environ["PAUSE_BEFORE_RENAMING"]):
     if event == "os.rename" and os.path.abspath(os.fsdecode(args[0])) == watched:
+        open(os.environ["PAUSED"], "w").close()
         for _ in range(36000):  # short sleeps: a signal taken by another thread still wakes it
             time.sleep(0.1)
 
@@ -98,7 +100,9 @@ def held_midway(
     hooks_first = os.pathsep.join(
         filter(None, [str(hooks), env.get("PYTHONPATH")])
     )  # a PYTHONPATH of the user's still holds
-    env = env | {"PYTHONPATH": hooks_first, "PAUSE_BEFORE_RENAMING": str(marker.absolute())}
+    paused = hooks / f"{stage}.paused"
+    paused.unlink(missing_ok=True)
+    env = env | {"PYTHONPATH": hooks_first, "PAUSE_BEFORE_RENAMING": str(marker.absolute()), "PAUSED": str(paused)}
     process = subprocess.Popen(
         ["dvc", "repro", "--force", "--single-item", stage],
         cwd=project,
@@ -109,7 +113,7 @@ def held_midway(
     )
     deadline = time.monotonic() + 120
     try:
-        while not marker.exists():
+        while not paused.exists():
             assert process.poll() is None, f"{stage} finished before it could be interrupted"
             assert time.monotonic() < deadline
             time.sleep(0.005)
