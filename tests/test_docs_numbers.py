@@ -1,0 +1,78 @@
+"""The numbers the README and the docs quote are those of the files that hold them: the committed
+metrics, the committed studies, the committed bench result, and the one seed table."""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+
+import pytest
+
+from conftest import PROJECT_ROOT
+
+README = (PROJECT_ROOT / "README.md").read_text()
+
+
+def read_json(path: str) -> dict:
+    return json.loads((PROJECT_ROOT / path).read_text())
+
+
+def percent(value: float, places: int = 2) -> str:
+    return f"{100 * value:.{places}f}%"
+
+
+def bench_line(label: str) -> str:
+    """The line of the committed bench result that starts with `label`."""
+    lines = (PROJECT_ROOT / "docs/bench.txt").read_text().splitlines()
+    (line,) = [line for line in lines if line.strip().startswith(label)]
+    return line
+
+
+def test_the_readme_results_are_the_committed_run():
+    test = read_json("reports/evaluate/metrics.json")["test"]
+    training = read_json("reports/train/metrics.json")
+    row = next(line for line in README.splitlines() if line.startswith("| test accuracy |"))
+    assert f"**{percent(test['accuracy'])}** ({test['errors']} errors in 10,000" in row
+    assert f"| test loss, macro F1 | {test['loss']:.4f}, {test['macro_f1']:.4f} |" in README
+    assert f"| kept epoch | {training['kept_epoch']} of {training['epochs_run']}," in README
+    assert f"(validation accuracy {percent(training['val']['accuracy'])})" in README
+    assert f"{training['parameters']:,} parameters" in README
+
+
+def test_the_readme_seed_spread_is_the_seed_table():
+    table = (PROJECT_ROOT / "docs/reproducibility.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| test accuracy |"))
+    accuracies = [float(cell.strip().rstrip("%")) for cell in row.split("|")[2:-1]]
+    spread = f"{len(accuracies)} seeds" if len(accuracies) != 9 else "nine seeds"
+    assert (
+        f"{spread}: mean {statistics.mean(accuracies):.2f}%, standard deviation "
+        f"{statistics.stdev(accuracies):.2f} points" in README
+    )
+
+
+def test_the_accurate_mlp_numbers_are_its_study():
+    (arm,) = [arm for arm in read_json("reports/studies/accurate_mlp.json")["arms"] if arm["arm"] != "default"]
+    mean, std = arm["mean"]["test_accuracy"], arm["std"]["test_accuracy"]
+    experiments = (PROJECT_ROOT / "docs/experiments.md").read_text()
+    assert f"**{percent(mean)} ± {100 * std:.2f}** test accuracy over {arm['runs']} seeds" in experiments.replace(
+        "three seeds", "3 seeds"
+    )
+    assert f"{arm['mean']['train_seconds']:.0f} s of training each" in experiments
+    headline = f"an MLP at {100 * mean:.1f}%"
+    assert headline in README and headline.replace("an MLP", "## An MLP") in experiments
+
+
+@pytest.mark.parametrize(
+    ("page", "label"),
+    [
+        ("README.md", "two trainings at once / one alone"),
+        ("docs/performance.md", "two trainings at once / one alone"),
+        ("docs/performance.md", "back to params already run"),
+        ("docs/performance.md", "whole pipeline after the download"),
+    ],
+)
+def test_bench_numbers_quoted_are_the_committed_bench_result(page, label):
+    measured = re.search(r"(\d+\.\d+)(x| s)", bench_line(label))
+    quoted = re.findall(rf"{re.escape(label)}[^0-9]*(\d+\.\d+)(x| s)", (PROJECT_ROOT / page).read_text())
+    assert quoted and all(value == measured.groups() for value in quoted), (page, label, quoted)
