@@ -26,7 +26,7 @@ def recorded_runs(runs_folder: Path) -> list[tuple[str, str]]:
 def push_run_outputs(remote: str | None) -> tuple[int, int]:
     """Push the output files of every recorded run to `remote` (None: the default remote):
     (runs, files sent)."""
-    from dvc.repo import Repo  # DVC's Python API: a second or so to import, only here
+    from dvc.repo import Repo  # DVC's Python API, slow to import: only this command needs it
 
     with Repo() as repo:
         runs = recorded_runs(Path(repo.stage_cache.cache_dir))
