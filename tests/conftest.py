@@ -178,6 +178,24 @@ def process_groups() -> Iterator[list[subprocess.Popen]]:
         stop_group(process)
 
 
+@pytest.fixture
+def team_servers(tmp_path: Path, monkeypatch):
+    """This test's team: an SSH server holding a bare git repository, an S3 server, and this
+    machine's view of them (a home whose SSH and git config reach the SSH server, S3 credentials
+    in the environment); both servers stop when the test ends."""
+    from servers import Team, s3_server, ssh_server  # here: pytest-xdist's controller loads this file too
+
+    folder = tmp_path / "servers"
+    folder.mkdir()
+    subprocess.run(["git", "init", "-q", "--bare", "--initial-branch=main", str(folder / "repo.git")], check=True)
+    with ssh_server(folder) as ssh, s3_server() as s3:
+        ssh.write_client_config(tmp_path / "home")
+        monkeypatch.setenv("HOME", str(tmp_path / "home"))
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
+        yield Team(ssh, s3, folder)
+
+
 def git(project: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=project, check=True, capture_output=True)
 

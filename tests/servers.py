@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncssh
+import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
@@ -33,6 +34,16 @@ class S3Server:
     endpoint: str
     access_key: str = "testing"
     secret_key: str = "testing"
+
+    def create_bucket(self, name: str) -> None:
+        client = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+        )
+        client.create_bucket(Bucket=name)
 
 
 @contextmanager
@@ -141,3 +152,17 @@ def ssh_server(folder: Path) -> Iterator[SSHServer]:
         asyncio.run_coroutine_threadsafe(close(), loop).result(START_SECONDS)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(START_SECONDS)
+
+
+@dataclass(frozen=True)
+class Team:
+    """A team's servers as its machines see them: a bare git repository `repo.git` in `folder`,
+    served over SSH, and the S3 server."""
+
+    ssh: SSHServer
+    s3: S3Server
+    folder: Path
+
+    @property
+    def repo_url(self) -> str:
+        return self.ssh.url(self.folder / "repo.git")

@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import boto3
 import pytest
 import yaml
 
@@ -26,7 +25,7 @@ from pipeline.lib.errors import PipelineError
 from pipeline.lib.layout import stage_path
 
 from conftest import PROJECT_ROOT, STUDIED_GROUP, clone_as_actions_checkout, dvc, git, head
-from servers import needs_ssh_client, s3_server, ssh_server
+from servers import needs_ssh_client
 
 # bench's study: two arms x two seeds of one epoch on the scratch project's 2,000 images.
 ARMS, SEEDS = OVERHEAD_STUDY["studies"]["bench"]["arms"], OVERHEAD_STUDY["seeds"]
@@ -254,7 +253,7 @@ def exp_show(repo: Path) -> dict[str, dict]:
 @needs_ssh_client
 @pytest.mark.xdist_group(STUDIED_GROUP)
 def test_two_workers_and_a_collector_sharing_only_git_and_the_dvc_remote(
-    studied, tmp_path, monkeypatch, process_groups
+    studied, tmp_path, team_servers, process_groups
 ):
     """docs/cluster.md on real servers: git over SSH and an S3 DVC remote, two worker checkouts and
     a collector checkout made as the study workflow's runners make them, each running that
@@ -263,82 +262,77 @@ def test_two_workers_and_a_collector_sharing_only_git_and_the_dvc_remote(
     made on one machine, the studied project's."""
     project, _ = studied
     workflow = {words[0]: words for words in study_commands(".github/workflows/study.yaml")}
-    subprocess.run(["git", "init", "-q", "--bare", "--initial-branch=main", str(tmp_path / "shared.git")], check=True)
-    with ssh_server(tmp_path) as ssh, s3_server() as s3:
-        ssh.write_client_config(tmp_path / "home")
-        monkeypatch.setenv("HOME", str(tmp_path / "home"))
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
-        boto3.client("s3", endpoint_url=s3.endpoint, region_name="us-east-1").create_bucket(Bucket="study")
-        origin = ssh.url(tmp_path / "shared.git")
+    s3 = team_servers.s3
+    s3.create_bucket("study")
+    origin = team_servers.repo_url
 
-        def use_team_remote(where: Path) -> None:
-            dvc(where, "remote", "add", "--local", "--default", "team", "s3://study/dvc")
-            dvc(where, "remote", "modify", "--local", "team", "endpointurl", s3.endpoint)
+    def use_team_remote(where: Path) -> None:
+        dvc(where, "remote", "add", "--local", "--default", "team", "s3://study/dvc")
+        dvc(where, "remote", "modify", "--local", "team", "endpointurl", s3.endpoint)
 
-        git(project, "remote", "add", "origin", origin)
-        git(project, "push", "-q", "origin", "HEAD:main")
-        use_team_remote(project)
-        dvc(project, "push")  # the workers pull the data the stages before training made
-        earlier = sorted(name for name in RUNS if name.endswith(f"-s{SEEDS[0]}"))
-        dvc(project, "exp", "push", "origin", *earlier)  # runs made before the workers start
-        commit = head(project)
+    git(project, "remote", "add", "origin", origin)
+    git(project, "push", "-q", "origin", "HEAD:main")
+    use_team_remote(project)
+    dvc(project, "push")  # the workers pull the data the stages before training made
+    earlier = sorted(name for name in RUNS if name.endswith(f"-s{SEEDS[0]}"))
+    dvc(project, "exp", "push", "origin", *earlier)  # runs made before the workers start
+    commit = head(project)
 
-        def clone(name: str) -> Path:
-            clone_as_actions_checkout(origin, tmp_path / name)
-            git(tmp_path / name, "config", "user.email", f"{name}@example.com")
-            git(tmp_path / name, "config", "user.name", name)
-            use_team_remote(tmp_path / name)
-            return tmp_path / name
+    def clone(name: str) -> Path:
+        clone_as_actions_checkout(origin, tmp_path / name)
+        git(tmp_path / name, "config", "user.email", f"{name}@example.com")
+        git(tmp_path / name, "config", "user.name", name)
+        use_team_remote(tmp_path / name)
+        return tmp_path / name
 
-        def study(where: Path, role: str, *args: str, worker: str = "") -> subprocess.Popen:
-            log = (tmp_path / f"{where.name}.log").open("w")
-            command = [word.replace("$GITHUB_SHA", commit) for word in workflow[role]]
-            process = subprocess.Popen(
-                [sys.executable, "-m", "pipeline", "study", "--studies", "studies.yaml", *command, *args],
-                cwd=where,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=os.environ | {"STUDY_WORKER": worker},
-                start_new_session=True,
-            )
-            process_groups.append(process)
-            return process
+    def study(where: Path, role: str, *args: str, worker: str = "") -> subprocess.Popen:
+        log = (tmp_path / f"{where.name}.log").open("w")
+        command = [word.replace("$GITHUB_SHA", commit) for word in workflow[role]]
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "study", "--studies", "studies.yaml", *command, *args],
+            cwd=where,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=os.environ | {"STUDY_WORKER": worker},
+            start_new_session=True,
+        )
+        process_groups.append(process)
+        return process
 
-        workers = [clone("worker-1"), clone("worker-2")]
-        for worker in workers:
-            dvc(worker, "pull", "-q")
-        first, second = (study(w, "--worker", "--claim-timeout", "6", worker=w.name) for w in workers)
-        log = tmp_path / "worker-1.log"
-        deadline = time.monotonic() + 300
-        while " claimed" not in log.read_text():
-            assert first.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
-        for pid in descendants(first.pid):  # the machine dies: the worker and the run under way
-            os.kill(pid, signal.SIGKILL)
-        killed = log.read_text().splitlines()[-1].split()[3]  # "study worker worker-1: <run> claimed"
-        assert second.wait(timeout=600) == 0, (tmp_path / "worker-2.log").read_text()
-        said = (tmp_path / "worker-2.log").read_text()
-        assert f"study worker worker-2: {killed} taken over" in said and said.count(" done") == 2
-        assert not cluster_claims(workers[1], commit)  # pushed runs leave no claim behind
+    workers = [clone("worker-1"), clone("worker-2")]
+    for worker in workers:
+        dvc(worker, "pull", "-q")
+    first, second = (study(w, "--worker", "--claim-timeout", "6", worker=w.name) for w in workers)
+    log = tmp_path / "worker-1.log"
+    deadline = time.monotonic() + 300
+    while " claimed" not in log.read_text():
+        assert first.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
+    for pid in descendants(first.pid):  # the machine dies: the worker and the run under way
+        os.kill(pid, signal.SIGKILL)
+    killed = log.read_text().splitlines()[-1].split()[3]  # "study worker worker-1: <run> claimed"
+    assert second.wait(timeout=600) == 0, (tmp_path / "worker-2.log").read_text()
+    said = (tmp_path / "worker-2.log").read_text()
+    assert f"study worker worker-2: {killed} taken over" in said and said.count(" done") == 2
+    assert not cluster_claims(workers[1], commit)  # pushed runs leave no claim behind
 
-        collector = clone("collector")
-        assert study(collector, "--collect-from").wait() == 0, (tmp_path / "collector.log").read_text()
-        assert "study: pulled 4 of 4 runs from origin" in (tmp_path / "collector.log").read_text()
-        # The same runs on one machine: the tables the studied project's own study wrote.
-        here, there = project / OVERHEAD_FOLDER, collector / "build/studies/studies"
-        assert without_seconds((there / "bench.md").read_text()) == without_seconds((here / "bench.md").read_text())
-        assert results_without_seconds(there / "bench.json") == results_without_seconds(here / "bench.json")
+    collector = clone("collector")
+    assert study(collector, "--collect-from").wait() == 0, (tmp_path / "collector.log").read_text()
+    assert "study: pulled 4 of 4 runs from origin" in (tmp_path / "collector.log").read_text()
+    # The same runs on one machine: the tables the studied project's own study wrote.
+    here, there = project / OVERHEAD_FOLDER, collector / "build/studies/studies"
+    assert without_seconds((there / "bench.md").read_text()) == without_seconds((here / "bench.md").read_text())
+    assert results_without_seconds(there / "bench.json") == results_without_seconds(here / "bench.json")
 
-        pulled_runs, local_runs = exp_show(collector), exp_show(project)
-        assert set(pulled_runs) == RUNS == set(local_runs)
-        for name, row in pulled_runs.items():
-            params = row["data"]["params"]["params.yaml"]["data"]["train"]
-            assert (params["optimizer"]["lr"], params["seed"]) == (
-                (0.01 if "higher_lr" in name else 0.001),
-                int(name[-1]),
-            )
-            assert model_md5(collector, row["rev"]) == model_md5(project, local_runs[name]["rev"])
+    pulled_runs, local_runs = exp_show(collector), exp_show(project)
+    assert set(pulled_runs) == RUNS == set(local_runs)
+    for name, row in pulled_runs.items():
+        params = row["data"]["params"]["params.yaml"]["data"]["train"]
+        assert (params["optimizer"]["lr"], params["seed"]) == (
+            (0.01 if "higher_lr" in name else 0.001),
+            int(name[-1]),
+        )
+        assert model_md5(collector, row["rev"]) == model_md5(project, local_runs[name]["rev"])
 
 
 def cluster_claims(where: Path, commit: str) -> str:

@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import boto3
 import pytest
 from test_reproducibility import workspace_state
 
@@ -23,75 +22,64 @@ BUCKET = "team-bucket"
 
 @pytest.mark.slow
 @needs_ssh_client
-def test_three_machines_share_data_models_and_runs_through_ssh_and_s3(project, tmp_path, monkeypatch):
-    servers = tmp_path / "servers"
-    servers.mkdir()
-    subprocess.run(["git", "init", "-q", "--bare", "--initial-branch=main", str(servers / "repo.git")], check=True)
-    with ssh_server(servers) as ssh, s3_server() as s3:
-        home = tmp_path / "home"  # every machine's: the team's SSH key and host
-        ssh.write_client_config(home)
-        monkeypatch.setenv("HOME", str(home))
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
-        boto3.client("s3", endpoint_url=s3.endpoint, region_name="us-east-1").create_bucket(Bucket=BUCKET)
-        repo_url = ssh.url(servers / "repo.git")
+def test_three_machines_share_data_models_and_runs_through_ssh_and_s3(project, tmp_path, team_servers):
+    ssh, s3, servers, repo_url = team_servers.ssh, team_servers.s3, team_servers.folder, team_servers.repo_url
+    s3.create_bucket(BUCKET)
 
-        # A: the team's remotes, committed; data, model and run records pushed; a model version tagged.
-        machine_a = project
-        dvc(machine_a, "remote", "add", "--default", "team", ssh.url(servers / "dvc-store"))
-        dvc(machine_a, "remote", "add", "s3", f"s3://{BUCKET}/mnist-mlp")
-        dvc(machine_a, "remote", "modify", "s3", "endpointurl", s3.endpoint)
-        (machine_a / ".ci").mkdir()
-        shutil.copy(PROJECT_ROOT / ".ci/check-results", machine_a / ".ci")  # what the CI runner runs
-        git(machine_a, "add", ".dvc/config", ".ci")
-        git(machine_a, "commit", "-qm", "the team's remotes")
-        dvc(machine_a, "push")
-        git(machine_a, "remote", "add", "origin", repo_url)
-        git(machine_a, "tag", "-a", "mnist-mlp@v1.0.0", "-m", "a model version")
-        git(machine_a, "push", "-q", "origin", "HEAD:main", "mnist-mlp@v1.0.0")
-        model = stage_path("train", "--model")
-        trained = (machine_a / model).read_bytes()
-        # ... and an experiment at other params, whose run it shares through S3.
-        dvc(machine_a, "exp", "run", "-S", "train.epochs=1")
-        one_epoch = (machine_a / model).read_bytes()
-        shared = pipeline(machine_a, "share", "--remote", "s3")
-        assert shared.returncode == 0 and "share: 6 recorded runs;" in shared.stdout, shared.stderr  # 2 x 3 stages
+    # A: the team's remotes, committed; data, model and run records pushed; a model version tagged.
+    machine_a = project
+    dvc(machine_a, "remote", "add", "--default", "team", ssh.url(servers / "dvc-store"))
+    dvc(machine_a, "remote", "add", "s3", f"s3://{BUCKET}/mnist-mlp")
+    dvc(machine_a, "remote", "modify", "s3", "endpointurl", s3.endpoint)
+    (machine_a / ".ci").mkdir()
+    shutil.copy(PROJECT_ROOT / ".ci/check-results", machine_a / ".ci")  # what the CI runner runs
+    git(machine_a, "add", ".dvc/config", ".ci")
+    git(machine_a, "commit", "-qm", "the team's remotes")
+    dvc(machine_a, "push")
+    git(machine_a, "remote", "add", "origin", repo_url)
+    git(machine_a, "tag", "-a", "mnist-mlp@v1.0.0", "-m", "a model version")
+    git(machine_a, "push", "-q", "origin", "HEAD:main", "mnist-mlp@v1.0.0")
+    model = stage_path("train", "--model")
+    trained = (machine_a / model).read_bytes()
+    # ... and an experiment at other params, whose run it shares through S3.
+    dvc(machine_a, "exp", "run", "-S", "train.epochs=1")
+    one_epoch = (machine_a / model).read_bytes()
+    shared = pipeline(machine_a, "share", "--remote", "s3")
+    assert shared.returncode == 0 and "share: 6 recorded runs;" in shared.stdout, shared.stderr  # 2 x 3 stages
 
-        # B: a clone over ssh://, the data from the SSH remote, the committed results reproduced.
-        machine_b = tmp_path / "b"
-        git(tmp_path, "clone", "-q", repo_url, str(machine_b))
-        dvc(machine_b, "pull")
-        verified = pipeline(machine_b, "verify", "--from", "preprocess")
-        assert verified.returncode == 0 and "verify: reproduced exactly" in verified.stdout, verified.stderr
+    # B: a clone over ssh://, the data from the SSH remote, the committed results reproduced.
+    machine_b = tmp_path / "b"
+    git(tmp_path, "clone", "-q", repo_url, str(machine_b))
+    dvc(machine_b, "pull")
+    verified = pipeline(machine_b, "verify", "--from", "preprocess")
+    assert verified.returncode == 0 and "verify: reproduced exactly" in verified.stdout, verified.stderr
 
-        # CI: a checkout as the runner makes it checks the results with the data from S3; then,
-        # back at A's experiment's params, dvc repro restores A's run instead of training.
-        runner = tmp_path / "runner"
-        clone_as_actions_checkout(repo_url, runner)
-        checked = subprocess.run(
-            [".ci/check-results", "HEAD~1"],
-            cwd=runner,
-            capture_output=True,
-            text=True,
-            env=os.environ | {"DVC_REMOTE": "s3"},
-        )
-        assert checked.returncode == 0 and "verify: reproduced exactly" in checked.stdout, (
-            checked.stdout + checked.stderr
-        )
-        assert "Running stage 'train'" in checked.stdout + checked.stderr  # from preprocess on, as configured
-        dvc(runner, "remote", "default", "--local", "s3")
-        dvc(runner, "pull", "--run-cache")
-        set_param(runner, "train", "epochs", 1)
-        restored = dvc(runner, "repro", "--pull")
-        assert "Stage 'train' is cached - skipping run" in restored and "Running stage 'train'" not in restored
-        assert (runner / model).read_bytes() == one_epoch
+    # CI: a checkout as the runner makes it checks the results with the data from S3; then,
+    # back at A's experiment's params, dvc repro restores A's run instead of training.
+    runner = tmp_path / "runner"
+    clone_as_actions_checkout(repo_url, runner)
+    checked = subprocess.run(
+        [".ci/check-results", "HEAD~1"],
+        cwd=runner,
+        capture_output=True,
+        text=True,
+        env=os.environ | {"DVC_REMOTE": "s3"},
+    )
+    assert checked.returncode == 0 and "verify: reproduced exactly" in checked.stdout, checked.stdout + checked.stderr
+    assert "Running stage 'train'" in checked.stdout + checked.stderr  # from preprocess on, as configured
+    dvc(runner, "remote", "default", "--local", "s3")
+    dvc(runner, "pull", "--run-cache")
+    set_param(runner, "train", "epochs", 1)
+    restored = dvc(runner, "repro", "--pull")
+    assert "Stage 'train' is cached - skipping run" in restored and "Running stage 'train'" not in restored
+    assert (runner / model).read_bytes() == one_epoch
 
-        # C: no clone, a model version by name.
-        machine_c = tmp_path / "c"
-        machine_c.mkdir()
-        dvc(machine_c, "artifacts", "get", repo_url, "mnist-mlp", "--rev", "v1.0.0",
-            "-o", "model.pt")  # fmt: skip
-        assert (machine_c / "model.pt").read_bytes() == trained
+    # C: no clone, a model version by name.
+    machine_c = tmp_path / "c"
+    machine_c.mkdir()
+    dvc(machine_c, "artifacts", "get", repo_url, "mnist-mlp", "--rev", "v1.0.0",
+        "-o", "model.pt")  # fmt: skip
+    assert (machine_c / "model.pt").read_bytes() == trained
 
 
 def one_line_error(where: Path, *args: str) -> str:
