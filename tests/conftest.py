@@ -11,10 +11,12 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +25,13 @@ import yaml
 from click.testing import CliRunner
 from filelock import FileLock
 
-from pipeline.commands.bench.stages import StudyCost, study_overhead
 from pipeline.lib.fetch import MIRROR_VARIABLE, mirrors_from_environment
 from pipeline.lib.mnist import OFFICIAL_FILES, SPLIT_FILES
 from pipeline.lib.params import Params
 from pipeline.lib.staleness import produced_paths, tracked_keys
 
 from idx_writer import write_idx_gz
-from scratch_params import PROJECT_ROOT, small_params, write_params
+from scratch_params import PROJECT_ROOT, SCRATCH_STUDY_FILE, SCRATCH_TABLES, small_params, write_params
 
 PROJECT_DVC_CONFIG = configparser.ConfigParser()
 PROJECT_DVC_CONFIG.read(PROJECT_ROOT / ".dvc/config")
@@ -283,19 +284,30 @@ def reproduced_project(tmp_path_factory, shared_mnist, worker_id) -> Path:
     return built / "project"
 
 
+@dataclass(frozen=True)
+class StudyRun:
+    wall: float  # seconds of the whole `python -m pipeline study`
+    log: str  # what it said
+
+
 @pytest.fixture(scope="session")
 def studied_project(tmp_path_factory, reproduced_project, shared_mnist, worker_id) -> Path:
-    """A copy of the reproduced project after bench's study (OVERHEAD_STUDY) ran in it as DVC
-    experiments, built once per test session; what the study said is beside it in study.json."""
+    """A copy of the reproduced project after SCRATCH_STUDY ran in it as DVC experiments (on a
+    commit of its studies.yaml), built once per test session; what the study said is in study.json."""
 
     def study(folder: Path) -> None:
         project = Path(shutil.copytree(reproduced_project, folder / "project", symlinks=True))
-
-        def run(*command: str) -> subprocess.CompletedProcess:
-            environment = os.environ | {MIRROR_VARIABLE: str(shared_mnist)}
-            return subprocess.run(command, cwd=project, capture_output=True, text=True, env=environment)
-
-        (folder / "study.json").write_text(json.dumps(asdict(study_overhead(run, project))))
+        shutil.copy(SCRATCH_STUDY_FILE, project / "studies.yaml")
+        git(project, "add", "-A")
+        git(project, "commit", "-qm", "a study")
+        command = [sys.executable, "-m", "pipeline", "study", "--studies", "studies.yaml", "--out", SCRATCH_TABLES]
+        start = time.perf_counter()
+        said = subprocess.run(
+            command, cwd=project, capture_output=True, text=True, env=os.environ | {MIRROR_VARIABLE: str(shared_mnist)}
+        )
+        assert said.returncode == 0, said.stderr
+        run = StudyRun(time.perf_counter() - start, said.stderr)
+        (folder / "study.json").write_text(json.dumps(asdict(run)))
 
     return built_once(tmp_path_factory, worker_id, "studied", study) / "project"
 
@@ -331,15 +343,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture
-def studied(request, worker_id, tmp_path, studied_project, shared_mnist, monkeypatch) -> tuple[Path, StudyCost]:
-    """This test's own copy of the studied project, and what its study cost and said."""
+def studied(request, worker_id, tmp_path, studied_project, shared_mnist, monkeypatch) -> tuple[Path, StudyRun]:
+    """This test's own copy of the studied project, and how long its study took and what it said."""
     if worker_id != "master":  # with pytest-xdist, one worker runs these tests: another would wait for the study
         assert request.node.nodeid.endswith(f"@{STUDIED_GROUP}"), (
             f"pytest-xdist did not group this test: mark it @pytest.mark.xdist_group({STUDIED_GROUP!r}) "
             "and run a pytest that xdist's --dist loadgroup works with (pyproject.toml pins one)"
         )
-    cost = StudyCost(**json.loads((studied_project.parent / "study.json").read_text()))
-    return copy_of(studied_project, tmp_path, monkeypatch, shared_mnist), cost
+    study = StudyRun(**json.loads((studied_project.parent / "study.json").read_text()))
+    return copy_of(studied_project, tmp_path, monkeypatch, shared_mnist), study
 
 
 def pipeline_steps(params_file: Path, raw: Path, root: Path) -> tuple[dict[str, Path], list[tuple]]:

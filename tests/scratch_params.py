@@ -1,5 +1,5 @@
-"""The committed params.yaml shrunk for tests: a module of its own, light to import, so that the
-child processes tests start (tests/test_numerics.py) load no more than they use."""
+"""The committed params.yaml shrunk for tests, and the tests' own study: a module of its own, light
+to import, so that the child processes tests start (tests/test_numerics.py) load no more than they use."""
 
 from __future__ import annotations
 
@@ -8,6 +8,10 @@ from pathlib import Path
 import yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+SCRATCH_STUDY_FILE = Path(__file__).with_name("scratch_study.yaml")
+SCRATCH_STUDY = yaml.safe_load(SCRATCH_STUDY_FILE.read_text())
+SCRATCH_TABLES = "scratch-study"
 
 
 def small_params(**overrides: dict) -> dict:

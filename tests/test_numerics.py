@@ -104,7 +104,7 @@ def test_this_process_runs_the_pinned_numerics():
 def test_the_portable_recipe_runs_mkls_compatible_branch():
     """bench's portable numerics (docs/notes/2026-11-22-across-vendors.md): MKL must take COMPATIBLE, which it honours
     on Intel and AMD alike, and the pinning must leave it alone."""
-    from pipeline.commands.bench.numerics import PORTABLE
+    from pipeline.lib.pinning import PORTABLE
 
     child = (
         "import json, torch; from pipeline.lib.device import numerics_fingerprint; "

@@ -15,7 +15,6 @@ import yaml
 from click.testing import CliRunner
 from pydantic import ValidationError
 
-from pipeline.commands.bench.stages import OVERHEAD_FOLDER
 from pipeline.commands.study.plan import Studies, load_studies, runs
 from pipeline.commands.study.results import (
     MetricFiles,
@@ -29,6 +28,7 @@ from pipeline.commands.study.results import (
 from pipeline.lib.params import ParamsError, read_params_file
 
 from conftest import PROJECT_ROOT, STUDIED_GROUP, dvc, git, head
+from scratch_params import SCRATCH_TABLES
 
 PARAMS = read_params_file(PROJECT_ROOT / "params.yaml")
 FILES = MetricFiles(
@@ -205,16 +205,16 @@ def test_every_percentage_in_the_reading_of_the_studies_is_in_their_tables():
 @pytest.mark.slow
 @pytest.mark.xdist_group(STUDIED_GROUP)
 def test_a_study_runs_as_experiments_and_no_run_inherits_anothers_params(studied):
-    """bench's study (tests/test_reproducibility.py checks only its line in bench's table)."""
-    project, cost = studied
+    project, first = studied
 
     def study(*args: str) -> subprocess.CompletedProcess:
         command = (sys.executable, "-m", "pipeline", "study", "--studies", "studies.yaml", *args)
         return subprocess.run(command, cwd=project, capture_output=True, text=True, env=os.environ)
 
-    assert "0 of 4 runs recorded already; running 4" in cost.log
-    assert cost.runs == 4 and 0 < cost.training < cost.wall / cost.runs
-    result = json.loads((project / OVERHEAD_FOLDER / "bench.json").read_text())
+    assert "0 of 4 runs recorded already; running 4" in first.log
+    result = json.loads((project / SCRATCH_TABLES / "lr.json").read_text())
+    assert sum(arm["runs"] for arm in result["arms"]) == 4
+    assert all(0 < arm["mean"]["train_seconds"] < first.wall / 4 for arm in result["arms"])
     assert result["commit"] == head(project)
     assert [(arm["arm"], arm["runs"], arm["failed"]) for arm in result["arms"]] == [
         ("default", 2, []),
@@ -226,29 +226,27 @@ def test_a_study_runs_as_experiments_and_no_run_inherits_anothers_params(studied
         name: row["data"]["params"]["params.yaml"]["data"]["train"] for name, row in recorded_experiments(shown).items()
     }
     assert {name: (p["optimizer"]["lr"], p["seed"], p["epochs"]) for name, p in params.items()} == {
-        f"bench-{arm}-s{seed}": (lr, seed, 1)
-        for arm, lr in (("default", 0.001), ("higher_lr", 0.01))
-        for seed in (0, 1)
+        f"lr-{arm}-s{seed}": (lr, seed, 1) for arm, lr in (("default", 0.001), ("higher_lr", 0.01)) for seed in (0, 1)
     }
 
     again = study()
     assert again.returncode == 0 and "4 of 4 runs recorded already; running 0" in again.stderr
     out = project / "build/studies/studies"  # a studies file of one's own never writes reports/studies
     assert not (project / "reports/studies").exists()
-    assert (out / "bench.md").read_text() == (project / OVERHEAD_FOLDER / "bench.md").read_text()
-    assert (out / "index.md").read_text() == index_page("studies.yaml", [(out / "bench.md").read_text()])
-    assert (out / "bench.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "lr.md").read_text() == (project / SCRATCH_TABLES / "lr.md").read_text()
+    assert (out / "index.md").read_text() == index_page("studies.yaml", [(out / "lr.md").read_text()])
+    assert (out / "lr.png").read_bytes()[:4] == b"\x89PNG"
 
     git(project, "add", "-A")
     git(project, "commit", "-qm", "results")  # experiments belong to the commit they ran on
-    written = (out / "bench.md").read_text()
+    written = (out / "lr.md").read_text()
     moved_on = study("--collect-only")
-    assert moved_on.returncode == 0 and "study bench: no run recorded on top of commit" in moved_on.stderr
-    assert (out / "bench.md").read_text() == written
+    assert moved_on.returncode == 0 and "study lr: no run recorded on top of commit" in moved_on.stderr
+    assert (out / "lr.md").read_text() == written
     baseline = result["commit"]
     collected = study("--collect-only", "--baseline", baseline)  # only reports changed since
     assert collected.returncode == 0, collected.stderr
-    assert (out / "bench.md").read_text() == written
+    assert (out / "lr.md").read_text() == written
 
     with (project / "pipeline/lib/training.py").open("a") as code:
         code.write("# a change to what the runs ran\n")

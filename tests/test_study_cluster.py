@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.commands.bench.stages import OVERHEAD_FOLDER, OVERHEAD_STUDY
 from pipeline.commands.study import cluster
 from pipeline.commands.study.command import main
 from pipeline.commands.study.plan import Run
@@ -25,11 +24,11 @@ from pipeline.lib.errors import PipelineError
 from pipeline.lib.layout import stage_path
 
 from conftest import PROJECT_ROOT, STUDIED_GROUP, clone_as_actions_checkout, dvc, git, head
+from scratch_params import SCRATCH_STUDY, SCRATCH_TABLES
 from servers import needs_ssh_client
 
-# bench's study: two arms x two seeds of one epoch on the scratch project's 2,000 images.
-ARMS, SEEDS = OVERHEAD_STUDY["studies"]["bench"]["arms"], OVERHEAD_STUDY["seeds"]
-RUNS = {f"bench-{arm}-s{seed}" for arm in ARMS for seed in SEEDS}
+ARMS, SEEDS = SCRATCH_STUDY["studies"]["lr"]["arms"], SCRATCH_STUDY["seeds"]
+RUNS = {f"lr-{arm}-s{seed}" for arm in ARMS for seed in SEEDS}
 
 
 @pytest.fixture
@@ -320,9 +319,9 @@ def test_two_workers_and_a_collector_sharing_only_git_and_the_dvc_remote(
     assert study(collector, "--collect-from").wait() == 0, (tmp_path / "collector.log").read_text()
     assert "study: pulled 4 of 4 runs from origin" in (tmp_path / "collector.log").read_text()
     # The same runs on one machine: the tables the studied project's own study wrote.
-    here, there = project / OVERHEAD_FOLDER, collector / "build/studies/studies"
-    assert without_seconds((there / "bench.md").read_text()) == without_seconds((here / "bench.md").read_text())
-    assert results_without_seconds(there / "bench.json") == results_without_seconds(here / "bench.json")
+    here, there = project / SCRATCH_TABLES, collector / "build/studies/studies"
+    assert without_seconds((there / "lr.md").read_text()) == without_seconds((here / "lr.md").read_text())
+    assert results_without_seconds(there / "lr.json") == results_without_seconds(here / "lr.json")
 
     pulled_runs, local_runs = exp_show(collector), exp_show(project)
     assert set(pulled_runs) == RUNS == set(local_runs)

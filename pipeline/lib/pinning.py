@@ -3,11 +3,11 @@ on a machine whatever its thread count, run after run. Not across vendors: MKL h
 reproducibility branch only on Intel processors (docs/notes/2026-11-22-across-vendors.md).
 
 Importing `pipeline` calls `pin_numerics()`, before any module imports torch. What each variable
-fixes, as measured for docs/reproducibility.md:
+fixes (docs/reproducibility.md):
 - MKL_CBWR=AVX2,STRICT: MKL's GEMM in its conditional-numerical-reproducibility mode (fixed cache
-  sizes, deterministic reductions, static scheduling). Without it, MKL chose its blocking by the
-  machine: two AMD EPYC machines gave different models from the same params, and so did 1 and 2
-  threads on one machine. On non-Intel processors MKL takes the branch as AUTO.
+  sizes, deterministic reductions, static scheduling). Without it MKL chooses its blocking by the
+  machine and the thread count, and so would the model's bytes. On non-Intel processors MKL takes
+  the branch as AUTO.
 - ATEN_CPU_CAPABILITY=avx2: ATen's vectorized kernels at AVX2 width, which Intel Xeons (AVX-512
   by default) and AMD EPYCs share.
 - ONEDNN_MAX_CPU_ISA=AVX2: the same for oneDNN, should any kernel still reach it: convolutions
@@ -31,6 +31,9 @@ PINNED = {
     "ATEN_CPU_CAPABILITY": "avx2",
     "ONEDNN_MAX_CPU_ISA": "AVX2",
 }
+# The one MKL branch that AMD processors honour too (they run the others as AUTO), for bytes that
+# match across vendors (docs/notes/2026-11-22-across-vendors.md). A recipe, not a mode: it is slow.
+PORTABLE = PINNED | {"MKL_CBWR": "COMPATIBLE", VARIABLE: "native"}
 
 
 def numerics_mode(environ: MutableMapping[str, str] = os.environ) -> str:

@@ -14,7 +14,7 @@ import torch
 from pipeline.commands.bench.speed import load_training_sets, without_augmentation
 from pipeline.commands.bench.timers import project_epoch
 from pipeline.lib.params import load_params
-from pipeline.lib.pinning import MODES, PINNED, VARIABLE
+from pipeline.lib.pinning import MODES, PINNED, PORTABLE, VARIABLE
 
 
 def plain_loop_seconds(epochs: int) -> float:
@@ -22,12 +22,6 @@ def plain_loop_seconds(epochs: int) -> float:
     train_set, val_set, background = load_training_sets(torch.device("cpu"))
     plain = without_augmentation(load_params())
     return min(project_epoch(train_set, val_set, plain, background) for _ in range(epochs))
-
-
-# The one MKL branch that AMD processors honour too (they run AVX2 and the others as AUTO): with it
-# the default model's bytes were the same on an Intel Xeon and an AMD EPYC (docs/notes/2026-11-22-across-vendors.md).
-# Not a mode of its own, since it costs far more than the 10% pinning may cost: a recipe, timed here.
-PORTABLE = PINNED | {"MKL_CBWR": "COMPATIBLE", VARIABLE: "native"}
 
 
 def numerics_cost(repeats: int, batch_size: int) -> None:

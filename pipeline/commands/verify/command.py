@@ -25,9 +25,8 @@ from pipeline.lib.params import read_params_file
 from pipeline.lib.revisions import read_at
 from pipeline.lib.staleness import FIX, file_md5
 
-# Other numerics move test accuracy as another seed does. Over 9 seeds of the default params
-# (docs/reproducibility.md, the seed table) its standard deviation was 0.18 points, so two independent runs differ
-# with a standard deviation of 0.25 points; the tolerance is 3 of those.
+# Other numerics move test accuracy as another seed does: 3 standard deviations of the difference
+# between two seeds' runs of the default params (docs/reproducibility.md, the seed table).
 ACCURACY_TOLERANCE = 0.0075
 
 
