@@ -28,6 +28,7 @@ from filelock import FileLock
 from pipeline.lib.fetch import MIRROR_VARIABLE, mirrors_from_environment
 from pipeline.lib.mnist import OFFICIAL_FILES, SPLIT_FILES
 from pipeline.lib.params import Params
+from pipeline.lib.seed_spread import SEED_STUDY
 from pipeline.lib.staleness import produced_paths, tracked_keys
 
 from idx_writer import write_idx_gz
@@ -154,8 +155,10 @@ def serve_folder(folder: Path, handler: type = QuietHandler) -> Iterator[str]:
 
 
 def copy_project(destination: Path) -> Path:
-    """The files a pipeline run needs, without data/, reports/ or git history."""
-    for name in ("dvc.yaml", "params.yaml"):
+    """The files a pipeline run needs, and the seed spread verify and report read, without data/,
+    the stages' reports or git history."""
+    for name in ("dvc.yaml", "params.yaml", SEED_STUDY):
+        (destination / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(PROJECT_ROOT / name, destination / name)
     shutil.copytree(PROJECT_ROOT / "pipeline", destination / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
     return destination
@@ -467,6 +470,9 @@ def commit(repo: Path, message: str) -> str:
     return head(repo)
 
 
+KNOWN_SEED_SPREAD = {"test_accuracy": 0.0018, "test_loss": 0.004}  # results_repo's seeds study
+
+
 @pytest.fixture
 def results_repo(tmp_path: Path) -> Path:
     """A git repository whose one commit holds results that match its code and params."""
@@ -479,6 +485,8 @@ def results_repo(tmp_path: Path) -> Path:
     set_param(repo, "train", "epochs", 10)  # known values, whatever the project's are
     edit_json(repo / "reports/evaluate/metrics.json", lambda m: m["test"].update(accuracy=0.9812, errors=188))
     edit_json(repo / "reports/train/metrics.json", lambda m: m.update(kept_epoch=10))
+    (repo / SEED_STUDY).parent.mkdir()
+    (repo / SEED_STUDY).write_text(json.dumps({"arms": [{"runs": 10, "std": KNOWN_SEED_SPREAD}]}))
     (repo / "dvc.lock").write_text(yaml.safe_dump(matching_lock(repo), sort_keys=False))
     git(repo, "init", "-q")
     git(repo, "config", "user.email", "test@example.com")

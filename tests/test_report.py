@@ -17,6 +17,7 @@ import yaml
 from pipeline.commands.report import command
 from pipeline.commands.report.compare import changes_since
 from pipeline.commands.report.figures import curve_plots, curves_figure
+from pipeline.lib.seed_spread import SEED_STUDY
 
 from conftest import commit, edit_json, git, head, matching_lock, set_param
 
@@ -52,12 +53,33 @@ def test_a_rerun_pull_request_is_up_to_date_and_shows_what_moved(repo, report):
     assert text.startswith(f"## Results of head {pull_request[:7]} against base {base[:7]}\n\n**Up to date**")
     assert "- train: train.epochs 10 -> 12" in text  # what changed since the base
     assert "| `train.epochs` | 10 | 12 |" in text
-    assert "| **`test.accuracy`** | 0.9812 | 0.983 | +0.0018 |" in text
+    # SD of a difference: sqrt(2) x 0.18 points, the spread results_repo's seeds study records
+    assert (
+        "| **`test.accuracy`** | 0.9812 | 0.983 | +0.0018 | +0.18 pt: within the spread of a single run (SD of a "
+        in text
+    )
+    assert "difference 0.25 pt) |" in text and "over 10 seeds (reports/studies/seeds.json)." in text
     assert "| **`test.errors`** | 188 | 170 | -18 |" in text
     assert "| `kept_epoch` | 10 | 10 |  |" in text  # unchanged: listed, not marked
     for figure in ("report-curves.png", "report-confusion.png"):
         assert f"]({figure})" in text
         assert (repo / "out" / figure).read_bytes().startswith(PNG_MAGIC)
+
+
+def test_a_change_beyond_twice_the_seeds_spread_is_outside_it_and_without_a_seed_study_none_is_judged(repo, report):
+    base = head(repo)
+    edit_json(repo / "reports/evaluate/metrics.json", lambda m: m["test"].update(accuracy=0.9752, loss=0.07))
+    commit(repo, "worse")
+    assert report(repo, "--base", base, "--out", "out/report.md")[0] == 0
+    text = (repo / "out/report.md").read_text()
+    assert "| -0.60 pt: outside the spread of a single run (SD of a difference 0.25 pt) |" in text
+    assert ": outside the spread of a single run (SD of a difference 0.0057) |" in text  # the test loss
+    git(repo, "rm", "-q", str(SEED_STUDY))
+    commit(repo, "no seed study")
+    assert report(repo, "--base", base, "--out", "out/report.md")[0] == 0
+    text = (repo / "out/report.md").read_text()
+    assert "outside the spread" not in text
+    assert "No seed study at head (reports/studies/seeds.json) to judge the changes by: run python -m pipeline" in text
 
 
 def test_curves_figure_draws_both_revisions_of_every_curve(repo):

@@ -7,18 +7,24 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
+from dataclasses import asdict
 
 import pytest
 import yaml
 from click.testing import CliRunner
 from pydantic import ValidationError
+from scipy import stats
 
+from pipeline.commands.study.command import main
 from pipeline.commands.study.plan import Studies, load_studies, runs
 from pipeline.commands.study.results import (
+    ArmResult,
     MetricFiles,
     baseline_commit,
+    compare_to_first,
     figure,
     index_page,
     markdown_table,
@@ -79,7 +85,7 @@ def test_fewer_than_two_seeds_or_an_unknown_study_is_refused():
 
 
 def recorded(name: str, accuracy: float, epoch: int = 3, diverged: dict | None = None, validated: bool = True) -> dict:
-    summary = {"train": {"accuracy": 0.99}, "kept_epoch": epoch}
+    summary = {"train": {"accuracy": 0.99, "loss": 0.03}, "kept_epoch": epoch}
     if validated:  # split.val_fraction: 0 writes "val": null, which dvc exp show leaves out
         summary["val"] = {"accuracy": accuracy}
     metrics = {
@@ -131,12 +137,14 @@ def test_results_per_arm_with_spread_failures_and_noise():
     assert a.mean["test_accuracy"] == pytest.approx(0.92) and a.std["test_accuracy"] == pytest.approx(0.02)
     assert a.mean["train_seconds"] == pytest.approx(11.0) and a.std["train_seconds"] == pytest.approx(1.0)
     assert a.curve == pytest.approx([0.1, 0.81]) and b.curve == pytest.approx([0.1, 0.805])
-    assert b.difference == pytest.approx(0.02) and b.within_noise  # 2 points apart, standard error 1.5 points
+    assert b.difference == pytest.approx(0.02) and b.differs is False  # 2 points apart, standard error 1.5 points
+    assert b.per_seed["s-b-s1"]["test_accuracy"] == 0.95 and b.params == {"train.optimizer.lr": 0.01}
     assert baseline_commit(shown) == "123"
     table = markdown_table("s", declared.studies["s"], [a, b], "1234567890")
     assert "Measured on top of commit `1234567`." in table
     assert "| a | 3 | 92.00% ± 2.00 |" in table and "| b | 2 (1 failed) | 94.00% ± 1.41 |" in table
-    assert "+2.00 pt (within noise)" in table
+    assert "| vs a (Welch's t-test, 5%) | source reports |" in table
+    assert f"+2.00 pt, within noise (p = {b.p_value:.2g})" in table
     assert "Assumed where" not in table
     assumed = studies(assumptions=["20 epochs", "the batch's mean"]).studies["s"]
     assert "\n\nAssumed where the source is silent: 20 epochs; the batch's mean.\n\n| arm |" in markdown_table(
@@ -171,18 +179,76 @@ def test_an_arm_without_a_validation_set_shows_no_validation_numbers():
     assert "val_accuracy" in a.mean and "val_accuracy" not in b.mean and b.curve == []
     assert b.mean["test_accuracy"] == pytest.approx(0.95) and b.mean["train_seconds"] == pytest.approx(11.0)
     table = markdown_table("s", declared.studies["s"], [a, b], "1234567890")
-    assert "| b | 3 | 95.00% ± 0.00 | 0.0500 ± 0.0000 | 99.00% ± 0.00 | - | 3.0 ± 0.0 |" in table
+    assert "| b | 3 | 95.00% ± 0.00 | 0.0500 ± 0.0000 | 99.00% ± 0.00 | 0.0300 ± 0.0000 | - | 3.0 ± 0.0 |" in table
     assert [line.get_label() for line in figure("s", [a, b]).axes[1].get_lines()] == ["a"]
 
 
-def test_a_difference_beyond_the_seed_noise_is_not_marked():
+def test_a_difference_beyond_the_seed_noise_differs():
     shown = exp_show(
         *(recorded(f"s-a-s{i}", 0.90 + 0.001 * i) for i in range(3)),
         *(recorded(f"s-b-s{i}", 0.95 + 0.001 * i) for i in range(2)),
     )
     declared = studies()
-    _, b = summarize(declared.studies["s"], runs(declared, [], PARAMS), recorded_experiments(shown), FILES, committed)
-    assert b.difference == pytest.approx(0.05 - 0.0005) and b.within_noise is False
+    a, b = summarize(declared.studies["s"], runs(declared, [], PARAMS), recorded_experiments(shown), FILES, committed)
+    assert b.difference == pytest.approx(0.05 - 0.0005) and b.differs and b.p_value < 0.001
+    assert "differs from a (Welch's t-test, 5%)" in figure("s", [a, b]).axes[0].get_legend_handles_labels()[1]
+
+
+def arm(name: str, accuracies: list[float]) -> ArmResult:
+    mean, std = statistics.fmean(accuracies), statistics.stdev(accuracies)
+    return ArmResult(name, None, len(accuracies), [], {"test_accuracy": mean}, {"test_accuracy": std}, [])
+
+
+def test_welchs_test_is_the_t_test_of_the_seeds_values_and_asks_more_than_two_standard_errors():
+    first, second = [0.980, 0.982, 0.984], [0.984, 0.986, 0.988]  # 2.45 standard errors apart
+    _, compared = compare_to_first([arm("a", first), arm("b", second)])
+    assert compared.p_value == pytest.approx(stats.ttest_ind(first, second, equal_var=False).pvalue)
+    assert compared.differs is False and 0.05 < compared.p_value < 0.1
+    _, alike = compare_to_first([arm("a", [0.9, 0.9]), arm("b", [0.9, 0.9])])
+    _, apart = compare_to_first([arm("a", [0.9, 0.9]), arm("b", [0.8, 0.8])])
+    _, single = compare_to_first(
+        [arm("a", first), ArmResult("b", None, 1, [], {"test_accuracy": 0.99}, {"test_accuracy": 0.0}, [])]
+    )
+    assert (alike.differs, apart.differs, single.differs) == (False, True, None)
+    assert "+0.80 pt, untested (one seed)" in markdown_table(
+        "s", studies().studies["s"], [arm("a", first), single], "1"
+    )
+
+
+def test_a_number_reported_by_another_document_names_it():
+    declared = studies(arms={"a": {}, "b": {"reported": 0.984, "reported_by": "Keras' mnist_mlp example"}})
+    results = [
+        arm("a", [0.9, 0.91]),
+        ArmResult(**{**asdict(arm("b", [0.98, 0.99])), "reported": 0.984, "reported_by": "Keras' mnist_mlp example"}),
+    ]
+    assert "| 98.40% (Keras' mnist_mlp example) |" in markdown_table("s", declared.studies["s"], results, "1")
+
+
+def test_tables_only_rewrites_from_the_json_and_refuses_arms_run_otherwise(tmp_path, monkeypatch):
+    shutil.copy(PROJECT_ROOT / "params.yaml", tmp_path)  # every run's starting point, which the plan validates against
+    monkeypatch.chdir(tmp_path)
+    declared = studies()
+    declarations = tmp_path / "studies.yaml"
+    declarations.write_text(yaml.safe_dump(declared.model_dump(exclude_defaults=True)))
+    a, b = arm("a", [0.90, 0.91, 0.92]), arm("b", [0.95, 0.96, 0.97])
+    older = {**asdict(b), "within_noise": False, "params": None, "per_seed": {}}  # written before Welch's test
+    del older["p_value"], older["differs"]
+    out = tmp_path / "out"
+    out.mkdir()
+    record = {"question": "q?", "source": "s", "commit": "abcdef1"}
+    (out / "s.json").write_text(json.dumps(record | {"arms": [asdict(a), older]}))
+    result = CliRunner().invoke(main, ["--studies", str(declarations), "--out", str(out), "--tables-only"])
+    assert result.exit_code == 0, result.output
+    table = (out / "s.md").read_text()
+    assert "Measured on top of commit `abcdef1`." in table and "+5.00 pt, differs (p = " in table
+    assert json.loads((out / "s.json").read_text())["arms"][1]["differs"] is True
+    assert (out / "index.md").read_text() == index_page(os.path.relpath(declarations), [table])
+
+    ran_otherwise = {**asdict(b), "params": {"train.optimizer.lr": 0.1}}
+    (out / "s.json").write_text(json.dumps(record | {"arms": [asdict(a), ran_otherwise]}))
+    refused = CliRunner().invoke(main, ["--studies", str(declarations), "--out", str(out), "--tables-only"])
+    assert refused.exit_code != 0 and "study s: arms b changed params in " in refused.output
+    assert "run python -m pipeline study s" in refused.output and (out / "s.md").read_text() == table
 
 
 def test_the_index_lists_the_generated_tables():
@@ -193,13 +259,58 @@ def test_the_index_lists_the_generated_tables():
     assert (folder / "index.md").read_text() == index_page("pipeline/commands/study/studies.yaml", tables)
 
 
-def test_every_percentage_in_the_reading_of_the_studies_is_in_their_tables():
-    """docs/studies.md quotes the tables; a rerun that moves a number fails here."""
+def reading_bullets() -> list[str]:
     docs = (PROJECT_ROOT / "docs/studies.md").read_text()
     reading = docs[docs.index("## Reading them") :].split("\n## ")[0]
-    quoted = set(re.findall(r"\d+\.\d\d%", reading))
-    tables = "".join(path.read_text() for path in (PROJECT_ROOT / "reports/studies").glob("*.md"))
-    assert quoted and {number for number in quoted if number not in tables} == set()
+    return [" ".join(bullet.split()) for bullet in reading.split("\n- ")[1:]]
+
+
+def test_every_number_and_verdict_in_the_reading_of_the_studies_is_their_jsons():
+    """docs/studies.md reads the tables: each number it quotes is an arm's mean, spread, loss or seconds
+    in its studies' JSON, or a number the study's source text reports; each "differs" and "within
+    noise" is Welch's verdict for the arms it names. A rerun that moves a number fails here."""
+    folder = PROJECT_ROOT / "reports/studies"
+    declared = load_studies().studies
+    results = {name: json.loads((folder / f"{name}.json").read_text()) for name in declared}
+    for bullet in reading_bullets():
+        named = re.findall(r"\*\*([a-z][a-z0-9_]*)\*\*", bullet)  # study names; **Inference** is not one
+        assert named and set(named) <= set(declared), bullet
+        referred = {tuple(ref.split(".")) for ref in re.findall(r"`(\w+\.\w+)`", bullet)}
+        arms = {
+            (study, arm["arm"]): arm for study in named + [s for s, _ in referred] for arm in results[study]["arms"]
+        }
+        sources = " ".join(" ".join([declared[study].source, *declared[study].assumptions]) for study in named)
+        shown = set(re.findall(r"\b\d\.\d{4}\b", sources))  # losses the source reports
+        for arm in arms.values():
+            shown |= {f"{100 * arm['mean'][key]:.2f}%" for key in arm["mean"] if key.endswith("accuracy")}
+            shown |= {f"{arm['mean'][key]:.4f}" for key in ("test_loss", "train_loss") if key in arm["mean"]}
+            shown |= {f"± {100 * arm['std']['test_accuracy']:.2f}", f"{arm['mean']['train_seconds']:.0f} s"}
+            shown |= {f"{100 * arm['reported']:.2f}%"} if arm["reported"] else set()
+        quoted = re.findall(r"\d+\.\d\d%|\b\d\.\d{4}\b|± \d+\.\d\d|\b\d+ s\b", bullet)
+        reported = set(re.findall(r"\b0\.\d\d\b", sources)) | {
+            f"{a['reported']:.2f}" for a in arms.values() if a["reported"]
+        }
+        stated = set(re.findall(r"(?<!± )\b0\.\d\d\b", bullet)) - reported
+        assert not stated, f"{named}: numbers its source text does not report: {stated}"
+        assert {number for number in quoted if number not in shown} == set(), named
+        for clause in re.split(r"[;.] ", bullet):
+            verdicts = {"within noise": False, "differ": True}
+            said = [value for phrase, value in verdicts.items() if re.search(rf"\b{phrase}s?\b", clause)]
+            if not said:
+                continue
+            assert len(said) == 1, clause
+            if "every arm within noise" in clause:
+                in_clause = re.findall(r"\*\*([a-z][a-z0-9_]*)\*\*", clause)
+                checked = [arm for study in in_clause for arm in results[study]["arms"][1:]]
+            else:
+                checked = [
+                    arms[(study, name)]
+                    for study in named
+                    for name in re.findall(r"`(\w+)`", clause)
+                    if (study, name) in arms
+                ]
+            checked = [arm for arm in checked if arm["differs"] is not None]  # the first arm
+            assert checked and all(arm["differs"] is said[0] for arm in checked), clause
 
 
 @pytest.mark.slow
@@ -261,7 +372,6 @@ def test_a_study_runs_as_experiments_and_no_run_inherits_anothers_params(studied
 
 
 def test_errors_in_a_studies_file_name_that_file_and_line(tmp_path, invoke_in):
-    from pipeline.commands.study.command import main
 
     broken = tmp_path / "mine.yaml"
     broken.write_text("seeds: [0, 1, 2]\nstudies:\n  s: {question: q?\n")
@@ -289,7 +399,6 @@ def test_errors_in_a_studies_file_name_that_file_and_line(tmp_path, invoke_in):
 
 
 def test_the_plan_lists_every_run_once_a_line_in_a_stable_order(tmp_path, monkeypatch):
-    from pipeline.commands.study.command import main
 
     monkeypatch.chdir(tmp_path)
     shutil.copy(PROJECT_ROOT / "params.yaml", tmp_path / "params.yaml")

@@ -23,6 +23,7 @@ from pipeline.lib.figures import save_figure
 from pipeline.lib.layout import LOCK_FILE, definition, stage_path
 from pipeline.lib.params import DEFAULT_PARAMS, read_params_file
 from pipeline.lib.revisions import NotAtRevision, commit_of, read_at, read_if_present
+from pipeline.lib.seed_spread import SEED_STUDY, seed_spread
 from pipeline.lib.staleness import file_md5, find_stale
 
 HEAD = "HEAD"
@@ -95,6 +96,7 @@ def report(base: str, out: Path) -> bool:
             params,
             compared(base_metrics, head_metrics),
             figures,
+            seed_spread(read_if_present(head_commit, SEED_STUDY.as_posix())),
         ),
     )
     click.echo(f"report: {out} ({'stale' if stale else 'up to date'})", err=True)

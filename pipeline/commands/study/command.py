@@ -10,7 +10,8 @@ taken by workers on many machines and collected with --collect-from (cluster.py)
 record of the experiments (`dvc exp show --json`, and each experiment's commit) becomes
 <out>/<study>.json, .md and .png, and <out>/index.md lists the tables. The committed studies
 write reports/studies/; a studies file of your own writes build/studies/<its name>/ unless --out
-says otherwise, so it never touches the committed studies' reports.
+says otherwise, so it never touches the committed studies' reports. `--tables-only` rewrites the
+tables and figures from those JSON files alone, for a change of their form or wording.
 """
 
 from __future__ import annotations
@@ -18,17 +19,21 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import click
 import yaml
 
 from pipeline.commands.study.cluster import check_commit, pull, status, work
-from pipeline.commands.study.plan import STUDIES_FILE, load_studies, runs
+from pipeline.commands.study.plan import STUDIES_FILE, Studies, Study, load_studies, runs
 from pipeline.commands.study.results import (
+    ArmResult,
     MetricFiles,
+    arm_from_record,
+    arm_params,
     baseline_commit,
+    compare_to_first,
     figure,
     index_page,
     markdown_table,
@@ -43,13 +48,12 @@ from pipeline.lib.figures import save_figure
 from pipeline.lib.layout import PIPELINE_FILE, RESULTS_STAGE, stage_path
 from pipeline.lib.params import DEFAULT_PARAMS, read_params_file
 from pipeline.lib.revisions import read_at
-
-REPORTS = Path("reports/studies")
+from pipeline.lib.seed_spread import STUDY_REPORTS
 
 
 def default_out(studies_file: Path) -> Path:
     return (
-        REPORTS
+        STUDY_REPORTS
         if Path(studies_file).resolve() == STUDIES_FILE.resolve()
         else Path("build/studies") / Path(studies_file).stem
     )
@@ -145,15 +149,7 @@ def study(
                 f"study {name}: no run recorded on top of commit {commit[:7]}; its reports stay as they are", err=True
             )
             continue
-        summary = {
-            "question": declared.question,
-            "source": declared.source,
-            "commit": commit,
-            "arms": [asdict(r) for r in results],
-        }
-        write_json(out / f"{name}.json", summary)
-        write_text(out / f"{name}.md", markdown_table(name, declared, results, commit))
-        save_figure(figure(name, results), out / f"{name}.png")
+        write_results(out, name, declared, results, commit)
         for result in results:
             if result.failed:
                 click.echo(
@@ -161,9 +157,50 @@ def study(
                     f"(their output: {log_path(result.failed[0])})",
                     err=True,
                 )
+    write_index(out, studies, studies_file)
+
+
+def write_results(out: Path, name: str, declared: Study, results: list[ArmResult], commit: str) -> None:
+    summary = {"question": declared.question, "source": declared.source, "commit": commit}
+    write_json(out / f"{name}.json", summary | {"arms": [asdict(r) for r in results]})
+    write_text(out / f"{name}.md", markdown_table(name, declared, results, commit))
+    save_figure(figure(name, results), out / f"{name}.png")
+
+
+def write_index(out: Path, studies: Studies, studies_file: Path) -> None:
     tables = [path.read_text() for name in studies.studies if (path := out / f"{name}.md").exists()]
     write_text(out / "index.md", index_page(os.path.relpath(studies_file), tables))
     click.echo(f"study: results in {out}/ (index.md lists them)")
+
+
+def rewrite_tables(names: tuple[str, ...], studies_file: Path, out: Path | None) -> None:
+    """Each named study's table, figure and JSON rewritten from its JSON by today's code and
+    declarations, nothing run: refused for an arm without results or whose params changed since."""
+    out = out or default_out(studies_file)
+    studies = load_studies(studies_file)
+    for name in names or list(studies.studies):
+        record_file = out / f"{name}.json"
+        if not record_file.exists():
+            click.echo(f"study {name}: no results in {out}/; run it: python -m pipeline study {name}", err=True)
+            continue
+        record = json.loads(record_file.read_text())
+        declared = studies.studies[name]
+        recorded = {arm["arm"]: arm_from_record(arm) for arm in record["arms"]}
+        unrun = [arm for arm in declared.arms if arm not in recorded]
+        changed = [
+            arm
+            for arm in declared.arms
+            if arm in recorded and recorded[arm].params not in (None, arm_params(declared, arm))
+        ]
+        if unrun or changed:
+            why = f"arms {', '.join(unrun)} have no results" if unrun else f"arms {', '.join(changed)} changed params"
+            raise PipelineError(f"study {name}: {why} in {record_file}: run python -m pipeline study {name}")
+        results = [
+            replace(recorded[arm], reported=declared.arms[arm].reported, reported_by=declared.arms[arm].reported_by)
+            for arm in declared.arms
+        ]
+        write_results(out, name, declared, compare_to_first(results), record["commit"])
+    write_index(out, studies, studies_file)
 
 
 @user_command()
@@ -183,6 +220,11 @@ def study(
     default="HEAD",
     show_default=True,
     help="With --collect-only: the commit the experiments ran on, if the stages' code is unchanged since.",
+)
+@click.option(
+    "--tables-only",
+    is_flag=True,
+    help="Rewrite the tables, figures and index from the results' JSON files alone; run and collect nothing.",
 )
 @click.option(
     "--plan",
@@ -231,6 +273,7 @@ def main(
     out: Path | None,
     collect_only: bool,
     baseline: str,
+    tables_only: bool,
     plan: bool,
     jobs: int,
     worker: str | None,
@@ -245,6 +288,9 @@ def main(
     if plan:
         for run in planned:
             click.echo(" ".join([run.name, *run.overrides_as_text()]))
+        return
+    if tables_only:
+        rewrite_tables(names, studies_file, out)
         return
     if worker and (collect_only or collect_from):
         raise PipelineError("--worker runs and pushes; collect the results elsewhere with --collect-from")

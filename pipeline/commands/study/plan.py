@@ -29,6 +29,7 @@ class Declared(BaseModel):
 class Arm(Declared):
     params: dict[str, Any] = {}  # dotted params.yaml keys -> values, on top of the study's settings
     reported: float | None = Field(None, ge=0, le=1)  # the source's test accuracy for this arm, if it reports one
+    reported_by: str | None = None  # who reports it, where that is not the study's source (shown beside it)
     seeds: list[int] | None = Field(None, min_length=2)  # instead of the study's, e.g. to set one run beside a spread
 
 
@@ -37,7 +38,7 @@ class Study(Declared):
     source: str  # the document (by its name in docs/sources.md) and the settings its numbers come from
     settings: dict[str, Any] = {}  # dotted params.yaml keys -> values, for every arm
     assumptions: list[str] = []  # what this project chose where the source is silent, shown with the table
-    arms: dict[Name, Arm] = Field(min_length=2)
+    arms: dict[Name, Arm] = Field(min_length=1)  # one arm: a spread over seeds, compared with nothing
     seeds: list[int] | None = Field(None, min_length=2)  # instead of the file's, where a spread needs more runs
 
 

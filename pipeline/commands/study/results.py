@@ -1,23 +1,26 @@
 """A study's results, from DVC's own record of its experiments: `dvc exp show --json` for the
 metrics, and the experiment's commit for what is kept out of the metrics (seconds, curves).
 
-Each arm gets the mean and standard deviation over its seeds. A difference from the study's first
-arm is marked `within noise` when it is smaller than twice its standard error, sqrt(s1^2/n1 + s2^2/n2):
-the seeds alone could have made it.
+Each arm gets the mean and standard deviation over its seeds, and each seed's own values. Its
+difference in test accuracy from the study's first arm `differs` when Welch's t-test rejects equal
+means at the 5% level: with 3 seeds a difference must be 3 to 4 standard errors to count, not 2.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from scipy import stats
 
 from pipeline.commands.study.plan import Run, Study
 from pipeline.lib.figures import plt
 
 NO_RESULTS = "No study has been run with today's code yet.\n"
+SIGNIFICANCE = 0.05  # the level at which Welch's t-test decides that two arms differ
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ MEASURES = {
     "test_accuracy": Measure("test acc.", "evaluation", "test.accuracy", "percent"),
     "test_loss": Measure("test loss", "evaluation", "test.loss", "loss"),
     "train_accuracy": Measure("train acc. (kept epoch)", "training_summary", "train.accuracy", "percent"),
+    "train_loss": Measure("train loss (kept epoch)", "training_summary", "train.loss", "loss"),
     "val_accuracy": Measure("val. acc. (kept epoch)", "training_summary", "val.accuracy", "percent"),
     "kept_epoch": Measure("kept epoch", "training_summary", "kept_epoch", "count"),
     "train_seconds": Measure("training s", "timing", "train_seconds", "count"),
@@ -71,8 +75,19 @@ class ArmResult:
     std: dict[str, float]
     curve: list[float]  # mean validation accuracy per epoch from epoch 0, over the seeds
     diverged: dict[str, dict] = field(default_factory=dict)  # run name -> epoch, step, loss (train.on_divergence)
+    reported_by: str | None = None  # who reports `reported`, where it is not the study's source
+    params: dict[str, Any] | None = None  # the study's settings and the arm's params its runs had (None: not recorded)
+    per_seed: dict[str, dict[str, float]] = field(default_factory=dict)  # run name -> its MEASURES values
     difference: float | None = None  # test accuracy minus the first arm's
-    within_noise: bool | None = None
+    p_value: float | None = None  # Welch's t-test of that difference (None: an arm of one seed cannot be tested)
+    differs: bool | None = None  # p_value below SIGNIFICANCE
+
+
+def arm_from_record(record: Mapping) -> ArmResult:
+    """An ArmResult from a study's JSON, its comparison left to compare_to_first; older records lack
+    the newer fields (per-seed values, params), and name the comparison they had otherwise."""
+    known = {f.name for f in fields(ArmResult)} - {"difference", "p_value", "differs"}
+    return ArmResult(**{key: value for key, value in record.items() if key in known})
 
 
 def recorded_experiments(shown: list[dict]) -> dict[str, dict]:
@@ -121,6 +136,11 @@ def curve(row: Mapping, files: MetricFiles, read: ReadFile) -> list[float]:
     return [float(line.split("\t")[column]) for line in lines]
 
 
+def arm_params(study: Study, arm_name: str) -> dict[str, Any]:
+    """The overrides every run of the arm shares: the study's settings, then the arm's params."""
+    return {**study.settings, **study.arms[arm_name].params}
+
+
 def summarize(
     study: Study, planned: list[Run], recorded: Mapping[str, dict], files: MetricFiles, read: ReadFile
 ) -> list[ArmResult]:
@@ -129,6 +149,7 @@ def summarize(
         names = [run.name for run in planned if run.arm == arm_name]
         rows = [recorded[name] for name in names if name in recorded]
         values = [measures(row, files, read) for row in rows]
+        per_seed = {row["name"]: {k: v for k, v in seed.items() if v is not None} for row, seed in zip(rows, values)}
         curves = [curve(row, files, read) for row in rows]
         measured = [key for key in MEASURES if values and all(v[key] is not None for v in values)]
         mean = {key: statistics.fmean(v[key] for v in values) for key in measured}
@@ -140,8 +161,35 @@ def summarize(
             if (where := row["data"]["metrics"][files.training_summary]["data"].get("diverged"))
         }
         failed = [name for name in names if name not in recorded]
-        results.append(ArmResult(arm_name, arm.reported, len(values), failed, mean, std, mean_curve, diverged))
+        results.append(
+            ArmResult(
+                arm_name,
+                arm.reported,
+                len(values),
+                failed,
+                mean,
+                std,
+                mean_curve,
+                diverged,
+                arm.reported_by,
+                arm_params(study, arm_name),
+                per_seed,
+            )
+        )
     return compare_to_first(results)
+
+
+def welch_p_value(first: ArmResult, other: ArmResult, key: str = "test_accuracy") -> float | None:
+    """Welch's two-sided t-test of equal means, from each arm's mean, standard deviation and seed
+    count (the same test as on the seeds' values); None where an arm has a single seed."""
+    if first.runs < 2 or other.runs < 2:
+        return None
+    if first.std[key] == other.std[key] == 0:  # every seed alike in both: the means differ or they do not
+        return 0.0 if first.mean[key] != other.mean[key] else 1.0
+    test = stats.ttest_ind_from_stats(
+        first.mean[key], first.std[key], first.runs, other.mean[key], other.std[key], other.runs, equal_var=False
+    )
+    return float(test.pvalue)
 
 
 def compare_to_first(results: list[ArmResult]) -> list[ArmResult]:
@@ -151,11 +199,11 @@ def compare_to_first(results: list[ArmResult]) -> list[ArmResult]:
         if not (first.runs and result.runs):
             compared.append(result)
             continue
-        key = "test_accuracy"
-        difference = result.mean[key] - first.mean[key]
-        error = math.sqrt(first.std[key] ** 2 / first.runs + result.std[key] ** 2 / result.runs)
+        difference = result.mean["test_accuracy"] - first.mean["test_accuracy"]
+        p_value = welch_p_value(first, result)
+        differs = None if p_value is None else p_value < SIGNIFICANCE
         compared.append(
-            ArmResult(**{**asdict(result), "difference": difference, "within_noise": abs(difference) < 2 * error})
+            ArmResult(**{**asdict(result), "difference": difference, "p_value": p_value, "differs": differs})
         )
     return compared
 
@@ -165,7 +213,7 @@ def markdown_table(name: str, study: Study, results: list[ArmResult], commit: st
         "arm",
         "seeds",
         *(measure.label for measure in MEASURES.values()),
-        f"vs {results[0].arm}",
+        f"vs {results[0].arm} (Welch's t-test, {SIGNIFICANCE:.0%})",
         "source reports",
     ]
     lines = [
@@ -183,7 +231,8 @@ def markdown_table(name: str, study: Study, results: list[ArmResult], commit: st
         counts = ((len(result.diverged), "diverged"), (len(result.failed), "failed"))
         notes = [f"{count} {what}" for count, what in counts if count]
         seeds = f"{result.runs}" + (f" ({', '.join(notes)})" if notes else "")
-        lines.append("| " + " | ".join([result.arm, seeds, *cells, _versus(result), _reported(result.reported)]) + " |")
+        reported = _reported(result)
+        lines.append("| " + " | ".join([result.arm, seeds, *cells, _versus(result), reported]) + " |")
     for result in results:
         if result.diverged:
             where = "; ".join(
@@ -200,11 +249,16 @@ def markdown_table(name: str, study: Study, results: list[ArmResult], commit: st
 def _versus(result: ArmResult) -> str:
     if result.difference is None:
         return "-"
-    return f"{result.difference * 100:+.2f} pt" + (" (within noise)" if result.within_noise else "")
+    shown = f"{result.difference * 100:+.2f} pt"
+    if result.p_value is None:
+        return f"{shown}, untested (one seed)"
+    return f"{shown}, {'differs' if result.differs else 'within noise'} (p = {result.p_value:.2g})"
 
 
-def _reported(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2%}"
+def _reported(result: ArmResult) -> str:
+    if result.reported is None:
+        return "-"
+    return f"{result.reported:.2%}" + (f" ({result.reported_by})" if result.reported_by else "")
 
 
 def index_page(studies_file: str, tables: list[str]) -> str:
@@ -218,8 +272,9 @@ def index_page(studies_file: str, tables: list[str]) -> str:
 
 
 def figure(name: str, results: list[ArmResult]) -> plt.Figure:
-    """Left, test accuracy per arm (mean and standard deviation over seeds, and the source's
-    number); right, each arm's mean validation error per epoch from epoch 0."""
+    """Left, test accuracy per arm (mean and standard deviation over seeds, filled where it differs
+    from the first arm's, and the source's number); right, each arm's mean validation error per
+    epoch from epoch 0."""
     figure, (arms, curves) = plt.subplots(
         1, 2, figsize=(1.2 * len(results) + 8, 4), gridspec_kw={"width_ratios": [1, 1.4]}
     )
@@ -229,9 +284,18 @@ def figure(name: str, results: list[ArmResult]) -> plt.Figure:
         [100 * r.mean["test_accuracy"] for _, r in ran],
         yerr=[100 * r.std["test_accuracy"] for _, r in ran],
         fmt="o",
+        markerfacecolor="white",
         capsize=4,
         label="this project (mean ± std over seeds)",
     )
+    differing = [(index, r) for index, r in ran if r.differs]
+    if differing:
+        arms.scatter(
+            [index for index, _ in differing],
+            [100 * r.mean["test_accuracy"] for _, r in differing],
+            zorder=3,
+            label=f"differs from {results[0].arm} (Welch's t-test, {SIGNIFICANCE:.0%})",
+        )
     reported = [(index, r.reported) for index, r in enumerate(results) if r.reported is not None]
     if reported:
         arms.scatter(
@@ -261,5 +325,6 @@ def figure(name: str, results: list[ArmResult]) -> plt.Figure:
         title="validation error per epoch (mean over seeds)",
     )
     curves.grid(alpha=0.3)
-    curves.legend(fontsize=8)
+    if curves.get_lines():
+        curves.legend(fontsize=8)
     return figure
