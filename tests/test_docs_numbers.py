@@ -1,11 +1,10 @@
 """The numbers and lists the README and the docs quote are those of the files that hold them: the
-committed metrics, studies and bench result, the one seed table, and the code's own modules."""
+committed metrics, studies (the seeds study among them) and bench result, and the code's own modules."""
 
 from __future__ import annotations
 
 import json
 import re
-import statistics
 
 import pytest
 
@@ -40,15 +39,17 @@ def test_the_readme_results_are_the_committed_run():
     assert f"{training['parameters']:,} parameters" in README
 
 
-def test_the_readme_seed_spread_is_the_seed_table():
-    table = (PROJECT_ROOT / "docs/reproducibility.md").read_text()
-    row = next(line for line in table.splitlines() if line.startswith("| test accuracy |"))
-    accuracies = [float(cell.strip().rstrip("%")) for cell in row.split("|")[2:-1]]
-    spread = f"{len(accuracies)} seeds" if len(accuracies) != 9 else "nine seeds"
-    assert (
-        f"{spread}: mean {statistics.mean(accuracies):.2f}%, standard deviation "
-        f"{statistics.stdev(accuracies):.2f} points" in README
-    )
+def test_the_seed_spread_quoted_is_the_seeds_study():
+    from pipeline.lib.seed_spread import SEED_STUDY, seed_spread
+
+    (arm,) = read_json(SEED_STUDY.as_posix())["arms"]
+    mean, std = arm["mean"]["test_accuracy"], arm["std"]["test_accuracy"]
+    spread = f"{arm['runs']} seeds: mean {percent(mean)}, standard deviation {100 * std:.2f} points"
+    assert spread in README.replace("ten seeds", "10 seeds")
+    reproducibility = (PROJECT_ROOT / "docs/reproducibility.md").read_text()
+    assert f"test accuracy {percent(mean)} ± {100 * std:.2f}" in reproducibility
+    tolerance = 3 * seed_spread((PROJECT_ROOT / SEED_STUDY).read_text()).of_difference("test_accuracy")
+    assert f"within **{100 * tolerance:.2f} points** passes" in reproducibility
 
 
 def test_the_accurate_mlp_numbers_are_its_study():

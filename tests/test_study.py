@@ -31,6 +31,7 @@ from pipeline.commands.study.results import (
     recorded_experiments,
     summarize,
 )
+from pipeline.commands.study.workers import experiment_command
 from pipeline.lib.params import ParamsError, read_params_file
 
 from conftest import PROJECT_ROOT, STUDIED_GROUP, dvc, git, head
@@ -38,7 +39,11 @@ from scratch_params import SCRATCH_TABLES
 
 PARAMS = read_params_file(PROJECT_ROOT / "params.yaml")
 FILES = MetricFiles(
-    "reports/evaluate/metrics.json", "reports/train/metrics.json", "reports/timing/train.json", "reports/train/val.tsv"
+    "reports/evaluate/metrics.json",
+    "reports/train/metrics.json",
+    "reports/timing/train.json",
+    "reports/train/val.tsv",
+    "reports/analyze/confused_pairs.json",
 )
 
 
@@ -100,6 +105,8 @@ def committed(revision: str, path: str) -> str:
     seed = int(revision[-1])
     if path == FILES.timing:
         return json.dumps({"train_seconds": 10.0 + seed})
+    if path == FILES.confused_pairs:
+        return json.dumps([{"pair": f"{n} as {9 - n}", "count": 20 - n} for n in range(8)])
     assert path == FILES.val_curve
     return f"step\taccuracy\n0\t0.1\n1\t{0.8 + seed / 100}\n"
 
@@ -332,6 +339,11 @@ def test_a_study_runs_as_experiments_and_no_run_inherits_anothers_params(studied
         ("higher_lr", 2, []),
     ]
     assert all(len(arm["curve"]) == 2 for arm in result["arms"])  # validation accuracy at epochs 0 and 1
+    analyzed = result["arms"][1]["analysis"]
+    assert analyzed["run"] == "lr-higher_lr-s0" and len(analyzed["confused_pairs"]) == 5
+    for figure_path in analyzed["figures"]:
+        assert (project / SCRATCH_TABLES / figure_path).read_bytes()[:4] == b"\x89PNG"
+    assert "lr/higher_lr/confusion.png" in analyzed["figures"] and result["arms"][0]["analysis"] is None
     shown = json.loads(dvc(project, "exp", "show", "--json"))
     params = {
         name: row["data"]["params"]["params.yaml"]["data"]["train"] for name, row in recorded_experiments(shown).items()
@@ -421,8 +433,41 @@ def test_a_study_or_an_arm_may_declare_its_own_seeds():
     assert [run.name for run in planned] == ["s-a-s5", "s-a-s6", "s-b-s0", "s-b-s1", "s-b-s2", "s-b-s3"]
     with pytest.raises(ValidationError, match="at least 2 items"):
         studies(seeds=[0])
-    with pytest.raises(ValidationError, match="at least 2 items"):
-        studies(arms={"a": {}, "b": {"seeds": [0]}})
+    assert [run.name for run in runs(studies(arms={"a": {}, "b": {"seeds": [7]}}), ["s"], PARAMS)][-1] == "s-b-s7"
+
+
+def test_an_arm_that_asks_for_its_analysis_runs_its_first_seed_through_analyze_and_keeps_its_figures():
+    declared = studies(arms={"a": {}, "b": {"analyze": True, "seeds": [4, 5]}})
+    planned = runs(declared, [], PARAMS)
+    assert [(run.name, run.last_stage) for run in planned if run.arm == "b"] == [
+        ("s-b-s4", "analyze"),
+        ("s-b-s5", "evaluate"),
+    ]
+    assert experiment_command(planned[3])[-1] == "analyze" and experiment_command(planned[0])[-1] == "evaluate"
+    shown = exp_show(*(recorded(run.name, 0.9) for run in planned))
+    copied = []
+    a, b = summarize(
+        declared.studies["s"],
+        planned,
+        recorded_experiments(shown),
+        FILES,
+        committed,
+        lambda run, revision: copied.append((run.name, revision)) or [f"s/{run.arm}/confusion.png"],
+    )
+    assert a.analysis is None and copied == [("s-b-s4", "rev-of-s-b-s4")]
+    assert b.analysis["confused_pairs"] == [
+        ["0 as 9", 20],
+        ["1 as 8", 19],
+        ["2 as 7", 18],
+        ["3 as 6", 17],
+        ["4 as 5", 16],
+    ]
+    table = markdown_table("s", declared.studies["s"], [a, b], "1")
+    assert (
+        "Analysis of b (s-b-s4): most confused 0 as 9 (20), 1 as 8 (19), 2 as 7 (18), 3 as 6 (17), 4 as 5 (16);"
+        in table
+    )
+    assert "[confusion](s/b/confusion.png)." in table
 
 
 def test_a_reader_that_stops_early_gets_no_error_line():

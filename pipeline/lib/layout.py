@@ -17,6 +17,7 @@ from pipeline.lib.errors import PipelineError
 PIPELINE_FILE = "dvc.yaml"
 LOCK_FILE = "dvc.lock"  # what DVC recorded of the last run of each stage
 RESULTS_STAGE = "evaluate"  # the stage whose metrics are a run's results: where a study's runs stop
+ANALYSIS_STAGE = "analyze"  # where the run of a study arm that asks for its analysis stops
 
 
 def definition(root: Path = Path(".")) -> dict:

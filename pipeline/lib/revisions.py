@@ -41,15 +41,20 @@ def commit_of(revision: str, root: Path = Path(".")) -> str:
 
 
 def read_at(revision: str, path: str | Path, root: Path = Path(".")) -> str:
-    """The text of `path` at `revision` (a commit, branch or tag): one `git show`; only when it
-    fails is the revision itself examined, for the message."""
+    """The text of `path` at `revision` (a commit, branch or tag)."""
+    return read_bytes_at(revision, path, root).decode()
+
+
+def read_bytes_at(revision: str, path: str | Path, root: Path = Path(".")) -> bytes:
+    """The bytes of `path` at `revision`: one `git show`; only when it fails is the revision itself
+    examined, for the message."""
     shown = _git("show", f"{revision}:{Path(path).as_posix()}", root=root)
     if shown.returncode != 0:
         commit_of(revision, root)  # raises when the repository or the revision is the problem
         raise NotAtRevision(
             f"{Path(path).as_posix()} is not committed at {revision}: commit the results of dvc repro there"
         )
-    return shown.stdout.decode()
+    return shown.stdout
 
 
 def read_if_present(revision: str, path: str | Path, root: Path = Path(".")) -> str | None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import click
 import yaml
 
 from pipeline.commands.study.cluster import check_commit, pull, status, work
-from pipeline.commands.study.plan import STUDIES_FILE, Studies, Study, load_studies, runs
+from pipeline.commands.study.plan import STUDIES_FILE, Run, Studies, Study, load_studies, runs
 from pipeline.commands.study.results import (
     ArmResult,
     MetricFiles,
@@ -41,13 +42,13 @@ from pipeline.commands.study.results import (
     summarize,
 )
 from pipeline.commands.study.workers import log_path, run_all
-from pipeline.lib.atomic import write_json, write_text
+from pipeline.lib.atomic import write_bytes, write_json, write_text
 from pipeline.lib.cli import PATH, user_command
 from pipeline.lib.errors import PipelineError
 from pipeline.lib.figures import save_figure
-from pipeline.lib.layout import PIPELINE_FILE, RESULTS_STAGE, stage_path
+from pipeline.lib.layout import ANALYSIS_STAGE, PIPELINE_FILE, RESULTS_STAGE, definition, stage_path
 from pipeline.lib.params import DEFAULT_PARAMS, read_params_file
-from pipeline.lib.revisions import read_at
+from pipeline.lib.revisions import read_at, read_bytes_at
 from pipeline.lib.seed_spread import STUDY_REPORTS
 
 
@@ -74,7 +75,25 @@ def metric_files() -> MetricFiles:
         training_summary=(stage_path("train", "--live") / "metrics.json").as_posix(),
         timing=stage_path("train", "--timing").as_posix(),
         val_curve=(stage_path("train", "--live") / "plots/metrics/val/accuracy.tsv").as_posix(),
+        confused_pairs=(stage_path(ANALYSIS_STAGE, "--out") / "confused_pairs.json").as_posix(),
     )
+
+
+def analysis_figures(out: Path, study_name: str) -> Callable[[Run, str], list[str]]:
+    """Copies the analyze figures dvc.yaml declares from a run's commit to <out>/<study>/<arm>/;
+    their paths relative to `out`, as the table links them."""
+    folder = stage_path(ANALYSIS_STAGE, "--out")
+    declared = [path for path in definition()["plots"] if isinstance(path, str) and Path(path).parent == folder]
+
+    def copy(run: Run, revision: str) -> list[str]:
+        copied = []
+        for path in declared:
+            target = Path(study_name) / run.arm / Path(path).name
+            write_bytes(out / target, read_bytes_at(revision, path))
+            copied.append(target.as_posix())
+        return copied
+
+    return copy
 
 
 def results_stages(pipeline_text: str) -> dict[str, dict]:
@@ -143,7 +162,8 @@ def study(
     files = metric_files()
     for name in dict.fromkeys(run.study for run in planned):
         declared = studies.studies[name]
-        results = summarize(declared, [run for run in planned if run.study == name], recorded, files, read_at)
+        ran = [run for run in planned if run.study == name]
+        results = summarize(declared, ran, recorded, files, read_at, analysis_figures(out, name))
         if not any(result.runs for result in results):
             click.echo(
                 f"study {name}: no run recorded on top of commit {commit[:7]}; its reports stay as they are", err=True

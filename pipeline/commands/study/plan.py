@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from pipeline.lib.layout import ANALYSIS_STAGE, RESULTS_STAGE
 from pipeline.lib.params import Params, ParamsError, describe, read_yaml
 
 STUDIES_FILE = Path(__file__).with_name("studies.yaml")
@@ -30,7 +31,8 @@ class Arm(Declared):
     params: dict[str, Any] = {}  # dotted params.yaml keys -> values, on top of the study's settings
     reported: float | None = Field(None, ge=0, le=1)  # the source's test accuracy for this arm, if it reports one
     reported_by: str | None = None  # who reports it, where that is not the study's source (shown beside it)
-    seeds: list[int] | None = Field(None, min_length=2)  # instead of the study's, e.g. to set one run beside a spread
+    seeds: list[int] | None = Field(None, min_length=1)  # instead of the study's, e.g. to set one run beside a spread
+    analyze: bool = False  # run the first seed through the analyze stage too, and keep its figures
 
 
 class Study(Declared):
@@ -53,6 +55,7 @@ class Run:
     arm: str
     seed: int
     overrides: dict[str, Any]  # dotted key -> value, as `dvc exp run -S key=value` sets them
+    last_stage: str = RESULTS_STAGE  # ANALYSIS_STAGE for the run whose analysis its arm keeps
 
     @property
     def name(self) -> str:
@@ -96,9 +99,16 @@ def runs(studies: Studies, names: list[str], base_params: dict, path: Path | Non
     for study_name in names or list(studies.studies):
         study = studies.studies[study_name]
         for arm_name, arm in study.arms.items():
+            seeds = arm.seeds or study.seeds or studies.seeds
             arm_runs = [
-                Run(study_name, arm_name, seed, {**study.settings, **arm.params, "train.seed": seed})
-                for seed in arm.seeds or study.seeds or studies.seeds
+                Run(
+                    study_name,
+                    arm_name,
+                    seed,
+                    {**study.settings, **arm.params, "train.seed": seed},
+                    ANALYSIS_STAGE if arm.analyze and seed == seeds[0] else RESULTS_STAGE,
+                )
+                for seed in seeds
             ]
             try:
                 for run in arm_runs:

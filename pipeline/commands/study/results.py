@@ -3,7 +3,7 @@ metrics, and the experiment's commit for what is kept out of the metrics (second
 
 Each arm gets the mean and standard deviation over its seeds, and each seed's own values. Its
 difference in test accuracy from the study's first arm `differs` when Welch's t-test rejects equal
-means at the 5% level: with 3 seeds a difference must be 3 to 4 standard errors to count, not 2.
+means at the 5% level: with 3 seeds a difference must be 2.8 to 4.3 standard errors to count, not 2.
 """
 
 from __future__ import annotations
@@ -12,12 +12,14 @@ import json
 import statistics
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from scipy import stats
 
 from pipeline.commands.study.plan import Run, Study
 from pipeline.lib.figures import plt
+from pipeline.lib.layout import RESULTS_STAGE
 
 NO_RESULTS = "No study has been run with today's code yet.\n"
 SIGNIFICANCE = 0.05  # the level at which Welch's t-test decides that two arms differ
@@ -60,6 +62,7 @@ class MetricFiles:
     training_summary: str  # metrics.json in train's --live folder
     timing: str  # train's --timing
     val_curve: str  # dvclive's validation accuracy per epoch, in train's --live folder
+    confused_pairs: str  # analyze's most confused pairs, in its --out folder
 
 
 ReadFile = Callable[[str, str], str]  # (experiment commit, path) -> the file's text in that commit
@@ -78,6 +81,7 @@ class ArmResult:
     reported_by: str | None = None  # who reports `reported`, where it is not the study's source
     params: dict[str, Any] | None = None  # the study's settings and the arm's params its runs had (None: not recorded)
     per_seed: dict[str, dict[str, float]] = field(default_factory=dict)  # run name -> its MEASURES values
+    analysis: dict[str, Any] | None = None  # the analyzed run's name, its most confused pairs and figures
     difference: float | None = None  # test accuracy minus the first arm's
     p_value: float | None = None  # Welch's t-test of that difference (None: an arm of one seed cannot be tested)
     differs: bool | None = None  # p_value below SIGNIFICANCE
@@ -136,14 +140,31 @@ def curve(row: Mapping, files: MetricFiles, read: ReadFile) -> list[float]:
     return [float(line.split("\t")[column]) for line in lines]
 
 
+CONFUSED_PAIRS_SHOWN = 5
+
+
+def analysis(run: Run, row: Mapping, files: MetricFiles, read: ReadFile, figures: list[str]) -> dict[str, Any]:
+    """What an arm keeps of its analyzed run: the digits it took most often for others, and where
+    its figures are (relative to the study's table)."""
+    pairs = json.loads(read(row["rev"], files.confused_pairs))[:CONFUSED_PAIRS_SHOWN]
+    return {"run": run.name, "confused_pairs": [[p["pair"], p["count"]] for p in pairs], "figures": figures}
+
+
 def arm_params(study: Study, arm_name: str) -> dict[str, Any]:
     """The overrides every run of the arm shares: the study's settings, then the arm's params."""
     return {**study.settings, **study.arms[arm_name].params}
 
 
 def summarize(
-    study: Study, planned: list[Run], recorded: Mapping[str, dict], files: MetricFiles, read: ReadFile
+    study: Study,
+    planned: list[Run],
+    recorded: Mapping[str, dict],
+    files: MetricFiles,
+    read: ReadFile,
+    figures: Callable[[Run, str], list[str]] = lambda run, revision: [],
 ) -> list[ArmResult]:
+    """Each arm's results; `figures` copies an analyzed run's figures (its name and commit) beside
+    the table and returns their paths."""
     results = []
     for arm_name, arm in study.arms.items():
         names = [run.name for run in planned if run.arm == arm_name]
@@ -161,6 +182,11 @@ def summarize(
             if (where := row["data"]["metrics"][files.training_summary]["data"].get("diverged"))
         }
         failed = [name for name in names if name not in recorded]
+        analyzed = [run for run in planned if run.arm == arm_name and run.last_stage != RESULTS_STAGE]
+        kept = None
+        if analyzed and analyzed[0].name in recorded:
+            row = recorded[analyzed[0].name]
+            kept = analysis(analyzed[0], row, files, read, figures(analyzed[0], row["rev"]))
         results.append(
             ArmResult(
                 arm_name,
@@ -174,6 +200,7 @@ def summarize(
                 arm.reported_by,
                 arm_params(study, arm_name),
                 per_seed,
+                kept,
             )
         )
     return compare_to_first(results)
@@ -234,6 +261,10 @@ def markdown_table(name: str, study: Study, results: list[ArmResult], commit: st
         reported = _reported(result)
         lines.append("| " + " | ".join([result.arm, seeds, *cells, _versus(result), reported]) + " |")
     for result in results:
+        if result.analysis:
+            pairs = ", ".join(f"{pair} ({count})" for pair, count in result.analysis["confused_pairs"])
+            shown = ", ".join(f"[{Path(path).stem}]({path})" for path in result.analysis["figures"])
+            lines += ["", f"Analysis of {result.arm} ({result.analysis['run']}): most confused {pairs}; {shown}."]
         if result.diverged:
             where = "; ".join(
                 f"{name}: epoch {w['epoch']}, step {w['step']}, loss {w['loss']}" for name, w in result.diverged.items()

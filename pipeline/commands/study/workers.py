@@ -20,7 +20,6 @@ import click
 
 from pipeline.commands.study.plan import Run
 from pipeline.lib.errors import PipelineError
-from pipeline.lib.layout import RESULTS_STAGE
 
 LOG_DIR = Path("build/studies/logs")
 POLL_SECONDS = 0.5
@@ -48,10 +47,10 @@ def threads_per_run(jobs: int) -> int:
 
 
 def experiment_command(run: Run) -> list[str]:
-    """The run as a DVC experiment up to RESULTS_STAGE, in a temporary copy of the workspace; the
+    """The run as a DVC experiment up to its last stage, in a temporary copy of the workspace; the
     lock wait lets runs that start together take DVC's repository lock in turn."""
     overrides = [word for override in run.overrides_as_text() for word in ("-S", override)]
-    return ["dvc", "--wait-for-lock", "exp", "run", "--temp", "--name", run.name, *overrides, RESULTS_STAGE]
+    return ["dvc", "--wait-for-lock", "exp", "run", "--temp", "--name", run.name, *overrides, run.last_stage]
 
 
 def log_path(name: str) -> Path:
