@@ -344,7 +344,7 @@ def figure(name: str, results: list[ArmResult]) -> plt.Figure:
             )
     arms.set_xticks(range(len(results)), [r.arm for r in results], rotation=20)
     arms.set(ylabel="test accuracy (%)", title=f"study: {name}")
-    arms.legend(fontsize=8, loc="lower right")
+    arms.legend(fontsize=8, loc="best")
     for _, result in ran:
         if not result.curve:  # trained without a validation set
             continue
