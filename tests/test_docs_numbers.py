@@ -73,6 +73,7 @@ def test_the_accurate_mlp_numbers_are_its_study():
         ("docs/performance.md", "whole pipeline after the download"),
         ("docs/performance.md", "per run, beyond its training"),
         ("docs/reproducibility.md", "portable/pinned"),
+        ("docs/cluster.md", "per run, beyond its training"),
     ],
 )
 def test_bench_numbers_quoted_are_the_committed_bench_result(page, label):
@@ -94,3 +95,21 @@ def test_the_readme_file_tree_names_every_stage_command_and_library_module():
     listed = {name for name in named if name.endswith(".py")}
     existing = {path.name for path in (PROJECT_ROOT / "pipeline").rglob("*.py")}
     assert listed <= existing, f"the README's file tree names modules that do not exist: {sorted(listed - existing)}"
+
+
+def test_the_study_workflows_size_is_the_committed_studies_training_time():
+    import yaml
+
+    arms = [arm for path in (PROJECT_ROOT / "reports/studies").glob("*.json") for arm in read_json(path)["arms"]]
+    runs = sum(arm["runs"] for arm in arms)
+    seconds = sum(arm["mean"]["train_seconds"] * arm["runs"] for arm in arms)
+    longest = max(arm["mean"]["train_seconds"] for arm in arms)
+    job = yaml.safe_load((PROJECT_ROOT / ".github/workflows/study.yaml").read_text())["jobs"]["work"]
+    workers, minutes = len(job["strategy"]["matrix"]["worker"]), job["timeout-minutes"]
+    beyond = float(re.search(r"per run, beyond its training +(\d+\.\d) s", bench_line("per run, beyond")).group(1))
+    hours = (seconds + runs * beyond) / workers / 3600
+    cluster = " ".join((PROJECT_ROOT / "docs/cluster.md").read_text().split())
+    assert f"their {runs} runs trained for {seconds:,.0f} s in all" in cluster
+    assert f"so {workers} workers take about {hours:.1f} hours each" in cluster
+    assert f"`timeout-minutes: {minutes}` leaves {minutes / 60 / hours:.1f} times that" in cluster
+    assert f"trained for {longest:.0f} s." in cluster
