@@ -195,9 +195,11 @@ def write_index(out: Path, studies: Studies, studies_file: Path) -> None:
 
 def rewrite_tables(names: tuple[str, ...], studies_file: Path, out: Path | None) -> None:
     """Each named study's table, figure and JSON rewritten from its JSON by today's code and
-    declarations, nothing run: refused for an arm without results or whose params changed since."""
+    declarations, nothing run: refused, before any is written, for an arm without results or whose
+    params changed since."""
     out = out or default_out(studies_file)
     studies = load_studies(studies_file)
+    rewritten = []
     for name in names or list(studies.studies):
         record_file = out / f"{name}.json"
         if not record_file.exists():
@@ -219,7 +221,9 @@ def rewrite_tables(names: tuple[str, ...], studies_file: Path, out: Path | None)
             replace(recorded[arm], reported=declared.arms[arm].reported, reported_by=declared.arms[arm].reported_by)
             for arm in declared.arms
         ]
-        write_results(out, name, declared, compare_to_first(results), record["commit"])
+        rewritten.append((name, declared, compare_to_first(results), record["commit"]))
+    for name, declared, results, commit in rewritten:
+        write_results(out, name, declared, results, commit)
     write_index(out, studies, studies_file)
 
 
