@@ -22,7 +22,7 @@ from pipeline.lib.cli import fail, user_command
 from pipeline.lib.errors import PipelineError
 from pipeline.lib.layout import LOCK_FILE, stage_path, stages
 from pipeline.lib.params import read_params_file
-from pipeline.lib.revisions import read_at
+from pipeline.lib.revisions import read_at, read_if_present
 from pipeline.lib.seed_spread import FIX as SEED_FIX
 from pipeline.lib.seed_spread import SEED_STUDY, seed_spread
 from pipeline.lib.staleness import FIX, file_md5
@@ -32,10 +32,14 @@ from pipeline.lib.staleness import FIX, file_md5
 DIFFERENCES_ALLOWED = 3
 
 
-def accuracy_tolerance() -> float:
-    if not SEED_STUDY.exists():
-        raise PipelineError(f"{SEED_STUDY} not found, which holds the spread verify allows: {SEED_FIX}")
-    return DIFFERENCES_ALLOWED * seed_spread(SEED_STUDY.read_text()).of_difference("test_accuracy")
+def accuracy_tolerance(revision: str) -> float:
+    """From the seeds study committed with the results verify compares against, as the report reads it."""
+    spread = seed_spread(read_if_present(revision, SEED_STUDY))
+    if spread is None:
+        raise PipelineError(
+            f"{SEED_STUDY} is not committed at {revision}, which holds the spread verify allows: {SEED_FIX}"
+        )
+    return DIFFERENCES_ALLOWED * spread.of_difference("test_accuracy")
 
 
 def run_record(text_of, timing: str, metrics: str) -> Run:
@@ -51,7 +55,7 @@ def verify(revision: str, first_stage: str | None) -> None:
     if stale is not None:
         fail(f"{stale.message}: {FIX}")
 
-    tolerance = accuracy_tolerance()
+    tolerance = accuracy_tolerance(revision)
     first_stage = first_stage or next(iter(pipeline))
     if first_stage not in pipeline:
         raise PipelineError(f"--from {first_stage} is not a stage: choose one of {', '.join(pipeline)}")
