@@ -141,6 +141,7 @@ def test_metrics_are_the_results_and_the_training_seconds():
     assert metrics == {
         stage_path("evaluate", "--metrics").as_posix(),
         stage_path("evaluate", "--per-class").as_posix(),
+        stage_path("evaluate", "--per-class-train").as_posix(),
         (stage_path("train", "--live") / "metrics.json").as_posix(),
         stage_path("train", "--timing").as_posix(),
     }

@@ -48,6 +48,11 @@ def test_all_stages_chain_on_synthetic_data(tmp_path, raw_dir, params_file, run_
     per_class = json.loads(paths["per_class"].read_text())
     assert sorted(per_class) == [str(d) for d in range(10)]
     assert sum(c["support"] for c in per_class.values()) == 100
+    # The training images' report: the split's 360, scored by the kept model as train's clean pass does.
+    per_class_train = json.loads(paths["per_class_train"].read_text())
+    assert {d: c["support"] for d, c in per_class_train.items()} == counts["train"]["per_class"]
+    train_correct = sum(c["recall"] * c["support"] for c in per_class_train.values())
+    assert train_correct / 360 == pytest.approx(summary["train"]["accuracy"], abs=1e-5)
     rows = paths["csv"].read_text().splitlines()
     assert rows[0] == "actual,predicted" and len(rows) == 101
     probs = np.load(paths["probs"])
@@ -183,6 +188,10 @@ def test_model_that_is_not_a_model(tmp_path, params_file, run_stage):
         tmp_path / "m.json",
         "--per-class",
         tmp_path / "pc.json",
+        "--split",
+        tmp_path,
+        "--per-class-train",
+        tmp_path / "pct.json",
         "--confusion-csv",
         tmp_path / "c.csv",
         "--predictions",

@@ -44,6 +44,8 @@ FILES = MetricFiles(
     "reports/timing/train.json",
     "reports/train/val.tsv",
     "reports/analyze/confused_pairs.json",
+    "reports/evaluate/per_class.json",
+    "reports/evaluate/per_class_train.json",
 )
 
 
@@ -107,6 +109,9 @@ def committed(revision: str, path: str) -> str:
         return json.dumps({"train_seconds": 10.0 + seed})
     if path == FILES.confused_pairs:
         return json.dumps([{"pair": f"{n} as {9 - n}", "count": 20 - n} for n in range(8)])
+    if path in (FILES.per_class, FILES.per_class_train):  # on the training images, each recall 0.05 higher
+        higher = 0.05 if path == FILES.per_class_train else 0.0
+        return json.dumps({str(d): {"recall": round(0.9 - abs(d - 4) / 100 + higher, 2)} for d in range(10)})
     assert path == FILES.val_curve
     return f"step\taccuracy\n0\t0.1\n1\t{0.8 + seed / 100}\n"
 
@@ -229,6 +234,17 @@ def test_a_number_reported_by_another_document_names_it():
         ArmResult(**{**asdict(arm("b", [0.98, 0.99])), "reported": 0.984, "reported_by": "Keras' mnist_mlp example"}),
     ]
     assert "| 98.40% (Keras' mnist_mlp example) |" in markdown_table("s", declared.studies["s"], results, "1")
+
+
+def test_a_reported_training_loss_is_shown_beside_the_reported_accuracy():
+    losses = {"a": {"reported_train_loss": 0.4487}, "b": {"reported": 0.86, "reported_train_loss": 0.45}}
+    declared = studies(arms=losses)
+    results = [
+        ArmResult(**{**asdict(arm(name, [0.9, 0.91])), **declared.studies["s"].arms[name].source_numbers()})
+        for name in ("a", "b")
+    ]
+    lines = markdown_table("s", declared.studies["s"], results, "1").splitlines()
+    assert lines[-2].endswith("| train loss 0.4487 |") and lines[-1].endswith("| 86.00%, train loss 0.4500 |")
 
 
 def test_tables_only_rewrites_from_the_json_and_refuses_arms_run_otherwise(tmp_path, monkeypatch):
@@ -462,9 +478,14 @@ def test_an_arm_that_asks_for_its_analysis_runs_its_first_seed_through_analyze_a
         ["3 as 6", 17],
         ["4 as 5", 16],
     ]
+    assert b.analysis["lowest_recalls"] == {
+        "test": [["9", 0.85], ["0", 0.86], ["8", 0.86], ["1", 0.87]],
+        "train": [["9", 0.9], ["0", 0.91], ["8", 0.91], ["1", 0.92]],
+    }
     table = markdown_table("s", declared.studies["s"], [a, b], "1")
     assert (
         "Analysis of b (s-b-s4): most confused 0 as 9 (20), 1 as 8 (19), 2 as 7 (18), 3 as 6 (17), 4 as 5 (16);"
+        " lowest recalls: test 9 (0.85), 0 (0.86), 8 (0.86), 1 (0.87); train 9 (0.90), 0 (0.91), 8 (0.91), 1 (0.92);"
         in table
     )
     assert "[confusion](s/b/confusion.png)." in table

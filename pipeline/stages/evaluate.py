@@ -1,4 +1,5 @@
-"""Stage 5: score the trained model on the untouched official test set.
+"""Stage 5: score the trained model on the untouched official test set, and per digit on the
+training images it learned from (un-augmented), as the sources' train and test classification reports.
 
 Numbers only (its figures are analyze's), so a study's runs pay for no plotting here.
 """
@@ -24,6 +25,8 @@ from pipeline.lib.storage import read_pair
     "--metrics", type=PATH, required=True, help="JSON file for test accuracy, loss and macro F1 (as test.accuracy ...)."
 )
 @click.option("--per-class", type=PATH, required=True, help="JSON file for per-digit precision, recall and F1.")
+@click.option("--split", type=PATH, required=True, help="Folder of the split arrays (training images).")
+@click.option("--per-class-train", type=PATH, required=True, help="JSON file for the same on the training images.")
 @click.option("--confusion-csv", type=PATH, required=True, help="Per-image actual,predicted rows for dvc plots.")
 @click.option("--predictions", type=PATH, required=True, help=".npy file of test-set class probabilities.")
 @stage_command
@@ -33,6 +36,8 @@ def main(
     data: Path,
     metrics: Path,
     per_class: Path,
+    split: Path,
+    per_class_train: Path,
     confusion_csv: Path,
     predictions: Path,
 ) -> None:
@@ -41,12 +46,18 @@ def main(
     probs = probabilities(network, images, params.evaluate.batch_size)
     predicted = probs.argmax(1)
     report, per_digit = classification_report(labels, probs)
+    train_images, train_labels = read_pair(split, "train")
+    _, per_digit_train = classification_report(
+        train_labels, probabilities(network, train_images, params.evaluate.batch_size)
+    )
     rows = "".join(f"{actual},{guess}\n" for actual, guess in zip(labels, predicted))
     # Every output appears together, and only once all of them are written.
-    with atomic_paths(confusion_csv, predictions, per_class, metrics) as (csv, npy, per_digit_json, metrics_json):
+    outputs = (confusion_csv, predictions, per_class, per_class_train, metrics)
+    with atomic_paths(*outputs) as (csv, npy, per_digit_json, per_digit_train_json, metrics_json):
         write_bytes(csv, ("actual,predicted\n" + rows).encode())
         write_array(npy, probs)
         write_json(per_digit_json, per_digit)
+        write_json(per_digit_train_json, per_digit_train)
         write_json(metrics_json, {"test": report})
     click.echo(f"evaluate: test accuracy {report['accuracy']:.4f}, loss {report['loss']:.4f}")
 

@@ -61,8 +61,9 @@ def report(base: str, out: Path) -> bool:
         labels["head"]: lambda path: read_if_present(head_commit, path),
     }
 
-    # The results: not the seconds a training took, nor the forty per-digit scores (dvc metrics diff lists both).
-    apart = {stage_path("train", "--timing").as_posix(), stage_path("evaluate", "--per-class").as_posix()}
+    # The results: not the seconds a training took, nor the per-digit scores (dvc metrics diff lists both).
+    per_digit = (stage_path("evaluate", option).as_posix() for option in ("--per-class", "--per-class-train"))
+    apart = {stage_path("train", "--timing").as_posix(), *per_digit}
     paths = [path for path in metric_paths(pipeline) if path not in apart]
     base_metrics, head_metrics = (metrics_of(paths, read) for read in readers.values())
     for revision, found in ((base, base_metrics), (HEAD, head_metrics)):

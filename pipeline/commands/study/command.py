@@ -76,6 +76,8 @@ def metric_files() -> MetricFiles:
         timing=stage_path("train", "--timing").as_posix(),
         val_curve=(stage_path("train", "--live") / "plots/metrics/val/accuracy.tsv").as_posix(),
         confused_pairs=(stage_path(ANALYSIS_STAGE, "--out") / "confused_pairs.json").as_posix(),
+        per_class=stage_path(RESULTS_STAGE, "--per-class").as_posix(),
+        per_class_train=stage_path(RESULTS_STAGE, "--per-class-train").as_posix(),
     )
 
 
@@ -217,10 +219,7 @@ def rewrite_tables(names: tuple[str, ...], studies_file: Path, out: Path | None)
         if unrun or changed:
             why = f"arms {', '.join(unrun)} have no results" if unrun else f"arms {', '.join(changed)} changed params"
             raise PipelineError(f"study {name}: {why} in {record_file}: run python -m pipeline study {name}")
-        results = [
-            replace(recorded[arm], reported=declared.arms[arm].reported, reported_by=declared.arms[arm].reported_by)
-            for arm in declared.arms
-        ]
+        results = [replace(recorded[arm], **declared.arms[arm].source_numbers()) for arm in declared.arms]
         rewritten.append((name, declared, compare_to_first(results), record["commit"]))
     for name, declared, results, commit in rewritten:
         write_results(out, name, declared, results, commit)

@@ -31,8 +31,14 @@ class Arm(Declared):
     params: dict[str, Any] = {}  # dotted params.yaml keys -> values, on top of the study's settings
     reported: float | None = Field(None, ge=0, le=1)  # the source's test accuracy for this arm, if it reports one
     reported_by: str | None = None  # who reports it, where that is not the study's source (shown beside it)
+    reported_train_loss: float | None = Field(None, gt=0)  # the source's final training loss, if it reports one
     seeds: list[int] | None = Field(None, min_length=1)  # instead of the study's, e.g. to set one run beside a spread
     analyze: bool = False  # run the first seed through the analyze stage too, and keep its figures
+
+    def source_numbers(self) -> dict[str, Any]:
+        """What the source reports of this arm, as the ArmResult fields of the same names."""
+        fields = ("reported", "reported_by", "reported_train_loss")
+        return {name: getattr(self, name) for name in fields}
 
 
 class Study(Declared):

@@ -63,6 +63,8 @@ class MetricFiles:
     timing: str  # train's --timing
     val_curve: str  # dvclive's validation accuracy per epoch, in train's --live folder
     confused_pairs: str  # analyze's most confused pairs, in its --out folder
+    per_class: str  # evaluate's --per-class (test images)
+    per_class_train: str  # evaluate's --per-class-train
 
 
 ReadFile = Callable[[str, str], str]  # (experiment commit, path) -> the file's text in that commit
@@ -79,6 +81,7 @@ class ArmResult:
     curve: list[float]  # mean validation accuracy per epoch from epoch 0, over the seeds
     diverged: dict[str, dict] = field(default_factory=dict)  # run name -> epoch, step, loss (train.on_divergence)
     reported_by: str | None = None  # who reports `reported`, where it is not the study's source
+    reported_train_loss: float | None = None  # the source's final training loss
     params: dict[str, Any] | None = None  # the study's settings and the arm's params its runs had (None: not recorded)
     per_seed: dict[str, dict[str, float]] = field(default_factory=dict)  # run name -> its MEASURES values
     analysis: dict[str, Any] | None = None  # the analyzed run's name, its most confused pairs and figures
@@ -141,13 +144,29 @@ def curve(row: Mapping, files: MetricFiles, read: ReadFile) -> list[float]:
 
 
 CONFUSED_PAIRS_SHOWN = 5
+LOWEST_RECALLS_SHOWN = 4
+
+
+def lowest_recalls(per_class_text: str) -> list[list]:
+    """The digits recognized least often, [digit, recall] from the lowest, as the sources name theirs."""
+    recalls = [[digit, scores["recall"]] for digit, scores in json.loads(per_class_text).items()]
+    return sorted(recalls, key=lambda pair: (pair[1], pair[0]))[:LOWEST_RECALLS_SHOWN]
 
 
 def analysis(run: Run, row: Mapping, files: MetricFiles, read: ReadFile, figures: list[str]) -> dict[str, Any]:
-    """What an arm keeps of its analyzed run: the digits it took most often for others, and where
-    its figures are (relative to the study's table)."""
+    """What an arm keeps of its analyzed run: the digits it took most often for others, those it
+    recognized least often on the test and the training images, and where its figures are
+    (relative to the study's table)."""
     pairs = json.loads(read(row["rev"], files.confused_pairs))[:CONFUSED_PAIRS_SHOWN]
-    return {"run": run.name, "confused_pairs": [[p["pair"], p["count"]] for p in pairs], "figures": figures}
+    return {
+        "run": run.name,
+        "confused_pairs": [[p["pair"], p["count"]] for p in pairs],
+        "lowest_recalls": {
+            "test": lowest_recalls(read(row["rev"], files.per_class)),
+            "train": lowest_recalls(read(row["rev"], files.per_class_train)),
+        },
+        "figures": figures,
+    }
 
 
 def arm_params(study: Study, arm_name: str) -> dict[str, Any]:
@@ -189,18 +208,17 @@ def summarize(
             kept = analysis(analyzed[0], row, files, read, figures(analyzed[0], row["rev"]))
         results.append(
             ArmResult(
-                arm_name,
-                arm.reported,
-                len(values),
-                failed,
-                mean,
-                std,
-                mean_curve,
-                diverged,
-                arm.reported_by,
-                arm_params(study, arm_name),
-                per_seed,
-                kept,
+                arm=arm_name,
+                runs=len(values),
+                failed=failed,
+                mean=mean,
+                std=std,
+                curve=mean_curve,
+                diverged=diverged,
+                params=arm_params(study, arm_name),
+                per_seed=per_seed,
+                analysis=kept,
+                **arm.source_numbers(),
             )
         )
     return compare_to_first(results)
@@ -264,7 +282,15 @@ def markdown_table(name: str, study: Study, results: list[ArmResult], commit: st
         if result.analysis:
             pairs = ", ".join(f"{pair} ({count})" for pair, count in result.analysis["confused_pairs"])
             shown = ", ".join(f"[{Path(path).stem}]({path})" for path in result.analysis["figures"])
-            lines += ["", f"Analysis of {result.arm} ({result.analysis['run']}): most confused {pairs}; {shown}."]
+            recalls = "; ".join(
+                f"{images} " + ", ".join(f"{digit} ({recall:.2f})" for digit, recall in lowest)
+                for images, lowest in result.analysis["lowest_recalls"].items()
+            )
+            lines += [
+                "",
+                f"Analysis of {result.arm} ({result.analysis['run']}): most confused {pairs}; "
+                f"lowest recalls: {recalls}; {shown}.",
+            ]
         if result.diverged:
             where = "; ".join(
                 f"{name}: epoch {w['epoch']}, step {w['step']}, loss {w['loss']}" for name, w in result.diverged.items()
@@ -287,9 +313,10 @@ def _versus(result: ArmResult) -> str:
 
 
 def _reported(result: ArmResult) -> str:
-    if result.reported is None:
-        return "-"
-    return f"{result.reported:.2%}" + (f" ({result.reported_by})" if result.reported_by else "")
+    accuracy = None if result.reported is None else f"{result.reported:.2%}"
+    loss = None if result.reported_train_loss is None else f"train loss {result.reported_train_loss:.4f}"
+    shown = ", ".join(part for part in (accuracy, loss) if part)
+    return (shown or "-") + (f" ({result.reported_by})" if result.reported_by else "")
 
 
 def index_page(studies_file: str, tables: list[str]) -> str:
