@@ -309,6 +309,7 @@ def test_every_number_and_verdict_in_the_reading_of_the_studies_is_their_jsons()
             shown |= {f"{arm['mean'][key]:.4f}" for key in ("test_loss", "train_loss") if key in arm["mean"]}
             shown |= {f"± {100 * arm['std']['test_accuracy']:.2f}", f"{arm['mean']['train_seconds']:.0f} s"}
             shown |= {f"{100 * arm['reported']:.2f}%"} if arm["reported"] else set()
+            shown |= {f"{arm['reported_train_loss']:.4f}"} if arm.get("reported_train_loss") else set()
         quoted = re.findall(r"\d+\.\d\d%|\b\d\.\d{4}\b|± \d+\.\d\d|\b\d+ s\b", bullet)
         reported = set(re.findall(r"\b0\.\d\d\b", sources)) | {
             f"{a['reported']:.2f}" for a in arms.values() if a["reported"]
