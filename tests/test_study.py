@@ -505,3 +505,12 @@ def test_a_reader_that_stops_early_gets_no_error_line():
     assert process.stdout.read(1) == b"x"
     process.stdout.close()  # as head does once it has its lines
     assert (process.wait(), process.stderr.read()) == (1, b"")
+
+
+def test_the_studies_docs_name_those_whose_json_keeps_no_per_seed_values():
+    docs = " ".join((PROJECT_ROOT / "docs/studies.md").read_text().split())
+    named = re.search(r"shown beside its accuracy\. ([a-z_, ]+) ran before seeds were kept", docs).group(1)
+    folder = PROJECT_ROOT / "reports/studies"
+    arms = {path.stem: json.loads(path.read_text())["arms"] for path in folder.glob("*.json")}
+    without = {name for name, its_arms in arms.items() if not all(arm["per_seed"] for arm in its_arms)}
+    assert set(re.split(r", | and ", named)) == without
