@@ -84,7 +84,7 @@ class ArmResult:
     reported_train_loss: float | None = None  # the source's final training loss
     params: dict[str, Any] | None = None  # the study's settings and the arm's params its runs had (None: not recorded)
     per_seed: dict[str, dict[str, float]] = field(default_factory=dict)  # run name -> its MEASURES values
-    analysis: dict[str, Any] | None = None  # the analyzed run's name, its most confused pairs and figures
+    analysis: dict[str, Any] | None = None  # the analyzed run: its name, most confused pairs, lowest recalls, figures
     difference: float | None = None  # test accuracy minus the first arm's
     p_value: float | None = None  # Welch's t-test of that difference (None: an arm of one seed cannot be tested)
     differs: bool | None = None  # p_value below SIGNIFICANCE
