@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.lib.errors import PipelineError
 from pipeline.lib.params import Split
-from pipeline.lib.splitting import class_counts, split_indices
+from pipeline.lib.splitting import class_counts, left_out, split_indices
 
 LABELS = np.repeat(np.arange(10, dtype=np.uint8), 100)
 
@@ -35,6 +35,15 @@ def test_train_subset_keeps_validation_and_proportions():
     assert np.array_equal(val, full_val)
     assert len(train) == 200 and set(train) <= set(full_train)
     assert set(class_counts(LABELS[train]).values()) == {20}
+
+
+def test_left_out_is_what_the_subset_did_not_draw():
+    train, val = split_indices(LABELS, split(val_fraction=0.1, train_subset=200, seed=3))
+    unused = left_out(len(LABELS), train, val)
+    assert len(unused) == len(LABELS) - 200 - len(val)
+    assert np.array_equal(np.sort(np.concatenate([train, val, unused])), np.arange(len(LABELS)))
+    full_train, full_val = split_indices(LABELS, split(val_fraction=0.1, train_subset=None, seed=3))
+    assert len(left_out(len(LABELS), full_train, full_val)) == 0
 
 
 def test_train_subset_larger_than_available():

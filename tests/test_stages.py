@@ -11,9 +11,32 @@ import pytest
 import torch
 
 from pipeline.lib.mnist import OFFICIAL_FILES
+from pipeline.lib.model import probabilities
+from pipeline.lib.model_file import load_model
 from pipeline.stages import download, evaluate, preprocess, split, train
 
 from conftest import pipeline_steps, run_pipeline, small_params, write_params
+
+
+def test_a_training_subset_is_also_scored_on_the_images_it_left_out(tmp_path, raw_dir, run_stage):
+    """The training pool is every image the split left for training, the subset's and the rest."""
+    params_file = write_params(tmp_path / "params.yaml", small_params(split={"train_subset": 100}))
+    paths = run_pipeline(run_stage, params_file, raw_dir, tmp_path)
+
+    counts = json.loads(paths["counts"].read_text())
+    assert (counts["train"]["total"], counts["val"]["total"], counts["left_out"]["total"]) == (100, 40, 260)
+    left_out_labels = np.load(paths["split"] / "left_out_labels.npy")
+    assert len(left_out_labels) == 260 and np.bincount(left_out_labels, minlength=10).tolist() == list(
+        counts["left_out"]["per_class"].values()
+    )
+    network = load_model(paths["model"]).network
+    left_out_probs = probabilities(network, np.load(paths["split"] / "left_out_images.npy"), 1000)
+    left_out_correct = int((left_out_probs.argmax(1) == left_out_labels).sum())
+    train_correct = sum(c["recall"] * c["support"] for c in json.loads(paths["per_class_train"].read_text()).values())
+    pool = json.loads(paths["metrics"].read_text())["training_pool"]
+    assert pool["accuracy"] == pytest.approx((train_correct + left_out_correct) / 360, abs=1e-6)
+    train_accuracy = json.loads((paths["live"] / "metrics.json").read_text())["train"]["accuracy"]
+    assert train_correct / 100 == pytest.approx(train_accuracy, abs=1e-5)
 
 
 def test_all_stages_chain_on_synthetic_data(tmp_path, raw_dir, params_file, run_stage):
@@ -24,7 +47,7 @@ def test_all_stages_chain_on_synthetic_data(tmp_path, raw_dir, params_file, run_
     assert abs(train_images.mean()) < 1e-4  # standardized with its own statistics
 
     counts = json.loads(paths["counts"].read_text())
-    assert counts["train"]["total"] == 360 and counts["val"]["total"] == 40
+    assert counts["train"]["total"] == 360 and counts["val"]["total"] == 40 and counts["left_out"]["total"] == 0
     assert set(counts["val"]["per_class"].values()) == {4}
 
     summary = json.loads((paths["live"] / "metrics.json").read_text())
@@ -53,6 +76,9 @@ def test_all_stages_chain_on_synthetic_data(tmp_path, raw_dir, params_file, run_
     assert {d: c["support"] for d, c in per_class_train.items()} == counts["train"]["per_class"]
     train_correct = sum(c["recall"] * c["support"] for c in per_class_train.values())
     assert train_correct / 360 == pytest.approx(summary["train"]["accuracy"], abs=1e-5)
+    # No train_subset: the training pool is the training images themselves.
+    pool = json.loads(paths["metrics"].read_text())["training_pool"]
+    assert pool["accuracy"] == pytest.approx(summary["train"]["accuracy"], abs=1e-5)
     rows = paths["csv"].read_text().splitlines()
     assert rows[0] == "actual,predicted" and len(rows) == 101
     probs = np.load(paths["probs"])

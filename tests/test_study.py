@@ -91,12 +91,22 @@ def test_fewer_than_two_seeds_or_an_unknown_study_is_refused():
         runs(studies(), ["nope"], PARAMS)
 
 
-def recorded(name: str, accuracy: float, epoch: int = 3, diverged: dict | None = None, validated: bool = True) -> dict:
+def recorded(
+    name: str,
+    accuracy: float,
+    epoch: int = 3,
+    diverged: dict | None = None,
+    validated: bool = True,
+    pool: float | None = None,
+) -> dict:
     summary = {"train": {"accuracy": 0.99, "loss": 0.03}, "kept_epoch": epoch}
     if validated:  # split.val_fraction: 0 writes "val": null, which dvc exp show leaves out
         summary["val"] = {"accuracy": accuracy}
+    evaluation = {"test": {"accuracy": accuracy, "loss": 1 - accuracy}}
+    if pool is not None:  # runs from before evaluate scored the training pool have none
+        evaluation["training_pool"] = {"accuracy": pool}
     metrics = {
-        FILES.evaluation: {"data": {"test": {"accuracy": accuracy, "loss": 1 - accuracy}}},
+        FILES.evaluation: {"data": evaluation},
         FILES.training_summary: {"data": summary | ({"diverged": diverged} if diverged else {})},
     }
     return {"rev": f"rev-of-{name}", "name": name, "data": {"metrics": metrics}, "error": None, "experiments": None}
@@ -193,6 +203,23 @@ def test_an_arm_without_a_validation_set_shows_no_validation_numbers():
     table = markdown_table("s", declared.studies["s"], [a, b], "1234567890")
     assert "| b | 3 | 95.00% ± 0.00 | 0.0500 ± 0.0000 | 99.00% ± 0.00 | 0.0300 ± 0.0000 | - | 3.0 ± 0.0 |" in table
     assert [line.get_label() for line in figure("s", [a, b]).axes[1].get_lines()] == ["a"]
+
+
+def test_the_accuracy_on_all_training_images_has_a_column_once_an_arm_has_it():
+    declared = studies()
+    planned = runs(declared, [], PARAMS)
+    older = exp_show(*(recorded(f"s-{arm}-s{i}", 0.9) for arm in "ab" for i in range(3)))
+    results = summarize(declared.studies["s"], planned, recorded_experiments(older), FILES, committed)
+    assert "acc. on all training images" not in markdown_table("s", declared.studies["s"], results, "1234567890")
+    newer = exp_show(
+        *(recorded(f"s-a-s{i}", 0.9) for i in range(3)),
+        *(recorded(f"s-b-s{i}", 0.9, pool=0.91 + i / 100) for i in range(3)),
+    )
+    a, b = summarize(declared.studies["s"], planned, recorded_experiments(newer), FILES, committed)
+    assert b.mean["pool_accuracy"] == pytest.approx(0.92) and b.per_seed["s-b-s2"]["pool_accuracy"] == 0.93
+    table = markdown_table("s", declared.studies["s"], [a, b], "1234567890")
+    assert "| train loss (kept epoch) | acc. on all training images | val. acc. (kept epoch) |" in table
+    assert "| 0.0300 ± 0.0000 | - | 90.00% ± 0.00 |" in table and "| 0.0300 ± 0.0000 | 92.00% ± 1.00 |" in table
 
 
 def test_a_difference_beyond_the_seed_noise_differs():

@@ -39,6 +39,11 @@ def split_indices(labels: np.ndarray, params: Split) -> tuple[np.ndarray, np.nda
     return np.sort(train), np.sort(validation)
 
 
+def left_out(count: int, train: np.ndarray, validation: np.ndarray) -> np.ndarray:
+    """The training-side images that train_subset did not draw, sorted: none without a subset."""
+    return np.setdiff1d(np.arange(count), np.concatenate([train, validation]))
+
+
 def class_counts(labels: np.ndarray) -> dict[str, int]:
     counts = np.bincount(labels, minlength=len(CLASS_NAMES))
     return {name: int(count) for name, count in zip(CLASS_NAMES, counts)}

@@ -48,6 +48,7 @@ MEASURES = {
     "test_loss": Measure("test loss", "evaluation", "test.loss", "loss"),
     "train_accuracy": Measure("train acc. (kept epoch)", "training_summary", "train.accuracy", "percent"),
     "train_loss": Measure("train loss (kept epoch)", "training_summary", "train.loss", "loss"),
+    "pool_accuracy": Measure("acc. on all training images", "evaluation", "training_pool.accuracy", "percent"),
     "val_accuracy": Measure("val. acc. (kept epoch)", "training_summary", "val.accuracy", "percent"),
     "kept_epoch": Measure("kept epoch", "training_summary", "kept_epoch", "count"),
     "train_seconds": Measure("training s", "timing", "train_seconds", "count"),
@@ -254,10 +255,12 @@ def compare_to_first(results: list[ArmResult]) -> list[ArmResult]:
 
 
 def markdown_table(name: str, study: Study, results: list[ArmResult], commit: str) -> str:
+    # A measure no arm has (its runs predate it) gets no column.
+    columns = {key: measure for key, measure in MEASURES.items() if any(key in result.mean for result in results)}
     header = [
         "arm",
         "seeds",
-        *(measure.label for measure in MEASURES.values()),
+        *(measure.label for measure in columns.values()),
         f"vs {results[0].arm} (Welch's t-test, {SIGNIFICANCE:.0%})",
         "source reports",
     ]
@@ -271,7 +274,7 @@ def markdown_table(name: str, study: Study, results: list[ArmResult], commit: st
     for result in results:
         cells = [
             measure.format(result.mean[key], result.std[key]) if key in result.mean else "-"
-            for key, measure in MEASURES.items()
+            for key, measure in columns.items()
         ]
         counts = ((len(result.diverged), "diverged"), (len(result.failed), "failed"))
         notes = [f"{count} {what}" for count, what in counts if count]
