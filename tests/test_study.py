@@ -222,6 +222,18 @@ def test_the_accuracy_on_all_training_images_has_a_column_once_an_arm_has_it():
     assert "| 0.0300 ± 0.0000 | - | 90.00% ± 0.00 |" in table and "| 0.0300 ± 0.0000 | 92.00% ± 1.00 |" in table
 
 
+def test_a_study_may_plot_accuracy_against_training_time():
+    shown = exp_show(*(recorded(f"s-{arm}-s{i}", 0.9 + (arm == "b") / 20) for arm in "ab" for i in range(3)))
+    declared = studies()
+    planned = runs(declared, [], PARAMS)
+    results = summarize(declared.studies["s"], planned, recorded_experiments(shown), FILES, committed)
+    panel = figure("s", results, "training_seconds").axes[0]
+    assert panel.get_xscale() == "log" and [text.get_text() for text in panel.texts] == ["a", "b"]
+    points = panel.lines[0].get_xydata()  # each arm at its mean training seconds, 11.0 in both
+    assert points.tolist() == [[11.0, 90.0], [11.0, 95.0]]
+    assert figure("s", results).axes[0].lines[0].get_xydata()[:, 0].tolist() == [0, 1]
+
+
 def test_a_difference_beyond_the_seed_noise_differs():
     shown = exp_show(
         *(recorded(f"s-a-s{i}", 0.90 + 0.001 * i) for i in range(3)),

@@ -186,7 +186,7 @@ def write_results(out: Path, name: str, declared: Study, results: list[ArmResult
     summary = {"question": declared.question, "source": declared.source, "commit": commit}
     write_json(out / f"{name}.json", summary | {"arms": [asdict(r) for r in results]})
     write_text(out / f"{name}.md", markdown_table(name, declared, results, commit))
-    save_figure(figure(name, results), out / f"{name}.png")
+    save_figure(figure(name, results, declared.accuracy_against), out / f"{name}.png")
 
 
 def write_index(out: Path, studies: Studies, studies_file: Path) -> None:

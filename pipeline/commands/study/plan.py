@@ -11,7 +11,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
@@ -48,6 +48,9 @@ class Study(Declared):
     assumptions: list[str] = []  # what this project chose where the source is silent, shown with the table
     arms: dict[Name, Arm] = Field(min_length=1)  # one arm: a spread over seeds, compared with nothing
     seeds: list[int] | None = Field(None, min_length=2)  # instead of the file's, where a spread needs more runs
+    # The figure's accuracy panel: one column per arm, or each arm at its training seconds (a curve
+    # of accuracy against training time, for arms that differ in how long they train).
+    accuracy_against: Literal["arm", "training_seconds"] = "arm"
 
 
 class Studies(Declared):

@@ -332,16 +332,20 @@ def index_page(studies_file: str, tables: list[str]) -> str:
     return head + ("\n".join(tables) if tables else NO_RESULTS)
 
 
-def figure(name: str, results: list[ArmResult]) -> plt.Figure:
+def figure(name: str, results: list[ArmResult], accuracy_against: str = "arm") -> plt.Figure:
     """Left, test accuracy per arm (mean and standard deviation over seeds, filled where it differs
-    from the first arm's, and the source's number); right, each arm's mean validation error per
-    epoch from epoch 0."""
+    from the first arm's, and the source's number), one column per arm or, with `accuracy_against`
+    "training_seconds", each arm at its mean training time; right, each arm's mean validation error
+    per epoch from epoch 0."""
     figure, (arms, curves) = plt.subplots(
         1, 2, figsize=(1.2 * len(results) + 8, 4), gridspec_kw={"width_ratios": [1, 1.4]}
     )
+    by_time = accuracy_against == "training_seconds"
     ran = [(index, result) for index, result in enumerate(results) if result.runs]
+    # Each arm's place on the x axis; by time, an arm that never ran has none.
+    x = {index: r.mean["train_seconds"] for index, r in ran} if by_time else {i: i for i in range(len(results))}
     arms.errorbar(
-        [index for index, _ in ran],
+        [x[index] for index, _ in ran],
         [100 * r.mean["test_accuracy"] for _, r in ran],
         yerr=[100 * r.std["test_accuracy"] for _, r in ran],
         fmt="o",
@@ -352,27 +356,33 @@ def figure(name: str, results: list[ArmResult]) -> plt.Figure:
     differing = [(index, r) for index, r in ran if r.differs]
     if differing:
         arms.scatter(
-            [index for index, _ in differing],
+            [x[index] for index, _ in differing],
             [100 * r.mean["test_accuracy"] for _, r in differing],
             zorder=3,
             label=f"differs from {results[0].arm} (Welch's t-test, {SIGNIFICANCE:.0%})",
         )
-    reported = [(index, r.reported) for index, r in enumerate(results) if r.reported is not None]
+    reported = [(index, r.reported) for index, r in enumerate(results) if r.reported is not None and index in x]
     if reported:
-        arms.scatter(
-            [i for i, _ in reported], [100 * v for _, v in reported], marker="x", color="black", label="source reports"
-        )
+        places, values = [x[i] for i, _ in reported], [100 * v for _, v in reported]
+        arms.scatter(places, values, marker="x", color="black", label="source reports")
     for index, result in ran:
+        notes = [result.arm] if by_time else []
         if result.diverged:
+            notes.append(f"diverged {len(result.diverged)}/{result.runs}")
+        if notes:
             arms.annotate(
-                f"diverged {len(result.diverged)}/{result.runs}",
-                (index, 100 * result.mean["test_accuracy"]),
+                ", ".join(notes),
+                (x[index], 100 * result.mean["test_accuracy"]),
                 textcoords="offset points",
                 xytext=(6, 6),
                 fontsize=8,
-                color="firebrick",
+                color="firebrick" if result.diverged else "black",
             )
-    arms.set_xticks(range(len(results)), [r.arm for r in results], rotation=20)
+    if by_time:
+        arms.set_xscale("log")
+        arms.set(xlabel="training seconds (mean over seeds), log scale")
+    else:
+        arms.set_xticks(range(len(results)), [r.arm for r in results], rotation=20)
     arms.set(ylabel="test accuracy (%)", title=f"study: {name}")
     arms.legend(fontsize=8, loc="best")
     for _, result in ran:
