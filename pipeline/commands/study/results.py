@@ -365,30 +365,31 @@ def figure(name: str, results: list[ArmResult], accuracy_against: str = "arm") -
     if reported:
         places, values = [x[i] for i, _ in reported], [100 * v for _, v in reported]
         arms.scatter(places, values, marker="x", color="black", label="source reports")
-    for index, result in ran:
-        notes = [result.arm] if by_time else []
+    for place, (index, result) in enumerate(ran):
+        at = (x[index], 100 * result.mean["test_accuracy"])
+        if by_time:  # a ring in the colour of the arm's curve on the right names it
+            arms.scatter(*at, s=90, facecolors="none", edgecolors=f"C{place}", linewidths=2, zorder=4)
         if result.diverged:
-            notes.append(f"diverged {len(result.diverged)}/{result.runs}")
-        if notes:
             arms.annotate(
-                ", ".join(notes),
-                (x[index], 100 * result.mean["test_accuracy"]),
+                f"diverged {len(result.diverged)}/{result.runs}",
+                at,
                 textcoords="offset points",
                 xytext=(6, 6),
                 fontsize=8,
-                color="firebrick" if result.diverged else "black",
+                color="firebrick",
             )
     if by_time:
         arms.set_xscale("log")
-        arms.set(xlabel="training seconds (mean over seeds), log scale")
+        arms.set(xlabel="training seconds (mean over seeds), log scale; each arm in its curve's colour")
     else:
         arms.set_xticks(range(len(results)), [r.arm for r in results], rotation=20)
     arms.set(ylabel="test accuracy (%)", title=f"study: {name}")
     arms.legend(fontsize=8, loc="best")
-    for _, result in ran:
+    for place, (_, result) in enumerate(ran):
         if not result.curve:  # trained without a validation set
             continue
-        curves.plot(range(len(result.curve)), [1 - accuracy for accuracy in result.curve], marker=".", label=result.arm)
+        errors = [1 - accuracy for accuracy in result.curve]
+        curves.plot(range(len(result.curve)), errors, marker=".", color=f"C{place}", label=result.arm)
     curves.set_yscale("log")
     curves.set(
         xlabel="epoch (0: before any update)",
