@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from pipeline.lib.errors import PipelineError
-from pipeline.lib.model import build_model, first_layer_weights, weighted_layers
+from pipeline.lib.model import build_model, first_layer_weights, probabilities, weighted_layers
 from pipeline.lib.model_file import fingerprint, load_model, save_model
 from pipeline.lib.normalization import Normalization
 from pipeline.lib.params import Model
@@ -219,3 +219,12 @@ def test_each_way_a_model_file_fails_has_its_own_message(tmp_path, change, messa
     with pytest.raises(PipelineError, match="retrain with dvc repro train") as raised:
         load_model(tmp_path / "m.pt")
     assert message in str(raised.value)
+
+
+@pytest.mark.parametrize("architecture", ["mlp", "cnn"])
+def test_probabilities_of_no_rows_are_an_empty_table_of_classes(architecture):
+    """A split without a subset has no left-out images; evaluate still scores them, as nothing."""
+    network = build_model(Model(**small_params()["model"] | {"architecture": architecture}))
+    rows = np.random.default_rng(0).normal(size=(5, 784)).astype(np.float32)
+    assert probabilities(network, rows[:0], 2).shape == (0, 10)
+    assert probabilities(network, rows, 2).shape == (5, 10)

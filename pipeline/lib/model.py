@@ -91,9 +91,11 @@ def initialize(model: nn.Module, params: ModelParams) -> None:
 
 @torch.inference_mode()
 def in_batches(function: Callable[[torch.Tensor], torch.Tensor], rows: np.ndarray, batch_size: int) -> np.ndarray:
-    """Apply `function` to standardized rows (N, 784) batch by batch; float32 NumPy out."""
+    """Apply `function` to standardized rows (N, 784) batch by batch; float32 NumPy out, (0, ...) for no rows."""
     # torch.tensor copies each batch into torch's 64-byte-aligned memory (see storage.Dataset.load).
-    outputs = [function(torch.tensor(rows[start : start + batch_size])) for start in range(0, len(rows), batch_size)]
+    # No rows make one empty batch, so the output still has the function's shape.
+    starts = range(0, len(rows), batch_size) or range(1)
+    outputs = [function(torch.tensor(rows[start : start + batch_size])) for start in starts]
     return torch.cat(outputs).float().numpy()
 
 

@@ -51,10 +51,12 @@ def main(
     report, per_digit = classification_report(labels, probs)
     train_images, train_labels = read_pair(split, "train")
     left_out_images, left_out_labels = read_pair(split, "left_out")
-    pool_labels = np.concatenate([train_labels, left_out_labels])
-    pool_probs = probabilities(network, np.concatenate([train_images, left_out_images]), params.evaluate.batch_size)
-    pool, _ = classification_report(pool_labels, pool_probs)
-    _, per_digit_train = classification_report(train_labels, pool_probs[: len(train_labels)])
+    train_probs = probabilities(network, train_images, params.evaluate.batch_size)
+    left_out_probs = probabilities(network, left_out_images, params.evaluate.batch_size)
+    _, per_digit_train = classification_report(train_labels, train_probs)
+    pool, _ = classification_report(
+        np.concatenate([train_labels, left_out_labels]), np.concatenate([train_probs, left_out_probs])
+    )
     rows = "".join(f"{actual},{guess}\n" for actual, guess in zip(labels, predicted))
     # Every output appears together, and only once all of them are written.
     outputs = (confusion_csv, predictions, per_class, per_class_train, metrics)
