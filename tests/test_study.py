@@ -239,6 +239,24 @@ def test_a_study_may_plot_accuracy_against_training_time():
     assert figure("s", results).axes[0].lines[0].get_xydata()[:, 0].tolist() == [0, 1]
 
 
+def test_by_training_time_an_arm_without_a_validation_curve_is_named_beside_its_ring():
+    shown = exp_show(
+        *(recorded(f"s-a-s{i}", 0.90) for i in range(3)),
+        *(recorded(f"s-b-s{i}", 0.95, validated=False) for i in range(3)),
+    )
+    declared = studies()
+    results = summarize(
+        declared.studies["s"], runs(declared, [], PARAMS), recorded_experiments(shown), FILES, committed
+    )
+    panel, curves = figure("s", results, "training_seconds").axes
+    assert [line.get_label() for line in curves.get_lines()] == ["a"]
+    (note,) = panel.texts
+    assert (
+        note.get_text() == "b" and note.xy == pytest.approx((11.0, 95.0)) and to_hex(note.get_color()) == to_hex("C1")
+    )
+    assert not figure("s", results).axes[0].texts  # by arm, the axis names every arm already
+
+
 def test_a_difference_beyond_the_seed_noise_differs():
     shown = exp_show(
         *(recorded(f"s-a-s{i}", 0.90 + 0.001 * i) for i in range(3)),

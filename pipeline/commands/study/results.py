@@ -367,16 +367,22 @@ def figure(name: str, results: list[ArmResult], accuracy_against: str = "arm") -
         arms.scatter(places, values, marker="x", color="black", label="source reports")
     for place, (index, result) in enumerate(ran):
         at = (x[index], 100 * result.mean["test_accuracy"])
+        notes = []
         if by_time:  # a ring in the colour of the arm's curve on the right names it
             arms.scatter(*at, s=90, facecolors="none", edgecolors=f"C{place}", linewidths=2, zorder=4)
+            if not result.curve:  # no validation curve carries its colour: name it beside the ring
+                notes.append(result.arm)
         if result.diverged:
+            notes.append(f"diverged {len(result.diverged)}/{result.runs}")
+        if notes:
             arms.annotate(
-                f"diverged {len(result.diverged)}/{result.runs}",
+                ", ".join(notes),
                 at,
                 textcoords="offset points",
-                xytext=(6, 6),
+                xytext=(-6, -14),  # below and left: the top-right corner of a curve by time is crowded
+                horizontalalignment="right",
                 fontsize=8,
-                color="firebrick",
+                color="firebrick" if result.diverged else f"C{place}",
             )
     if by_time:
         arms.set_xscale("log")
