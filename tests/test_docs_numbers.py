@@ -54,23 +54,26 @@ def test_the_seed_spread_quoted_is_the_seeds_study():
 
 def test_the_accurate_mlp_numbers_are_its_study():
     arms = {arm["arm"]: arm for arm in read_json("reports/studies/accurate_mlp.json")["arms"]}
-    arm, longest = arms["h_1024_1024"], arms["h_1024_1024_epochs_152"]
-    mean, std = arm["mean"]["test_accuracy"], arm["std"]["test_accuracy"]
     experiments = " ".join((PROJECT_ROOT / "docs/experiments.md").read_text().split())
-    assert f"**{percent(mean)} ± {100 * std:.2f}** test accuracy over {arm['runs']} seeds" in experiments.replace(
-        "three seeds", "3 seeds"
-    )
-    assert f"a mean of {arm['mean']['train_seconds']:.0f} s of training" in experiments
-    slowest = max(seed["train_seconds"] for seed in arm["per_seed"].values())
+
+    def spread(arm: dict) -> str:
+        return f"{percent(arm['mean']['test_accuracy'])} ± {100 * arm['std']['test_accuracy']:.2f}"
+
+    best = arms["h_1500_1000_500_60k_no_dropout"]  # the recipe the page gives
+    assert f"**{spread(best)}** test accuracy" in experiments and best["runs"] == 3
+    assert f"a mean of {best['mean']['train_seconds']:.0f} s of training a run" in experiments
+    slowest = max(seed["train_seconds"] for seed in best["per_seed"].values())
     assert f"the slowest {slowest:.0f} s" in experiments
+    fast = arms["h_1024_1024"]  # the best within 15 minutes
+    assert f"{spread(fast)} in a mean of {fast['mean']['train_seconds']:.0f} s" in experiments
+    longest = arms["h_1024_1024_epochs_152"]
     seconds, accuracy = longest["mean"]["train_seconds"], longest["mean"]["test_accuracy"]
     assert f"152 epochs ({seconds:.0f} s) reach {percent(accuracy)}" in experiments
-    larger = arms["h_1500_1000_500_60k"]  # Ciresan et al.'s layers on all 60,000 images
-    spread = f"{percent(larger['mean']['test_accuracy'])} ± {100 * larger['std']['test_accuracy']:.2f}"
+    larger = arms["h_1500_1000_500_60k"]
     assert (
-        f"reach {spread} over three seeds in {larger['mean']['train_seconds']:.0f} s of training a run" in experiments
+        f"{spread(larger)} over three seeds in {larger['mean']['train_seconds']:.0f} s of training a run" in experiments
     )
-    headline = f"an MLP at {100 * mean:.1f}%"
+    headline = f"an MLP at {100 * best['mean']['test_accuracy']:.1f}%"
     assert headline in README and headline.replace("an MLP", "## An MLP") in experiments
 
 

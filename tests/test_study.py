@@ -239,22 +239,20 @@ def test_a_study_may_plot_accuracy_against_training_time():
     assert figure("s", results).axes[0].lines[0].get_xydata()[:, 0].tolist() == [0, 1]
 
 
-def test_by_training_time_an_arm_without_a_validation_curve_is_named_beside_its_ring():
+def test_by_training_time_an_arm_without_a_validation_curve_still_has_its_colour_in_the_legend():
     shown = exp_show(
         *(recorded(f"s-a-s{i}", 0.90) for i in range(3)),
         *(recorded(f"s-b-s{i}", 0.95, validated=False) for i in range(3)),
     )
     declared = studies()
-    results = summarize(
-        declared.studies["s"], runs(declared, [], PARAMS), recorded_experiments(shown), FILES, committed
-    )
+    planned = runs(declared, [], PARAMS)
+    results = summarize(declared.studies["s"], planned, recorded_experiments(shown), FILES, committed)
     panel, curves = figure("s", results, "training_seconds").axes
-    assert [line.get_label() for line in curves.get_lines()] == ["a"]
-    (note,) = panel.texts
-    assert (
-        note.get_text() == "b" and note.xy == pytest.approx((11.0, 95.0)) and to_hex(note.get_color()) == to_hex("C1")
-    )
-    assert not figure("s", results).axes[0].texts  # by arm, the axis names every arm already
+    rings = [ring for ring in panel.collections if getattr(ring, "get_sizes", list)() == [90]]
+    handles, labels = curves.get_legend_handles_labels()
+    assert labels == ["a", "b (no validation set)"] and len(handles[1].get_xydata()) == 0
+    assert [to_hex(ring.get_edgecolor()[0]) for ring in rings] == [to_hex(line.get_color()) for line in handles]
+    assert [line.get_label() for line in figure("s", results).axes[1].get_lines()] == ["a"]  # by arm: no rings
 
 
 def test_a_difference_beyond_the_seed_noise_differs():

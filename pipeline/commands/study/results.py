@@ -367,22 +367,16 @@ def figure(name: str, results: list[ArmResult], accuracy_against: str = "arm") -
         arms.scatter(places, values, marker="x", color="black", label="source reports")
     for place, (index, result) in enumerate(ran):
         at = (x[index], 100 * result.mean["test_accuracy"])
-        notes = []
         if by_time:  # a ring in the colour of the arm's curve on the right names it
             arms.scatter(*at, s=90, facecolors="none", edgecolors=f"C{place}", linewidths=2, zorder=4)
-            if not result.curve:  # no validation curve carries its colour: name it beside the ring
-                notes.append(result.arm)
         if result.diverged:
-            notes.append(f"diverged {len(result.diverged)}/{result.runs}")
-        if notes:
             arms.annotate(
-                ", ".join(notes),
+                f"diverged {len(result.diverged)}/{result.runs}",
                 at,
                 textcoords="offset points",
-                xytext=(-6, -14),  # below and left: the top-right corner of a curve by time is crowded
-                horizontalalignment="right",
+                xytext=(6, 6),
                 fontsize=8,
-                color="firebrick" if result.diverged else f"C{place}",
+                color="firebrick",
             )
     if by_time:
         arms.set_xscale("log")
@@ -392,7 +386,9 @@ def figure(name: str, results: list[ArmResult], accuracy_against: str = "arm") -
     arms.set(ylabel="test accuracy (%)", title=f"study: {name}")
     arms.legend(fontsize=8, loc="best")
     for place, (_, result) in enumerate(ran):
-        if not result.curve:  # trained without a validation set
+        if not result.curve:  # trained without a validation set: by time, the legend still names its ring's colour
+            if by_time:
+                curves.plot([], [], marker="o", color=f"C{place}", label=f"{result.arm} (no validation set)")
             continue
         errors = [1 - accuracy for accuracy in result.curve]
         curves.plot(range(len(result.curve)), errors, marker=".", color=f"C{place}", label=result.arm)
