@@ -204,6 +204,11 @@ def test_an_arm_without_a_validation_set_shows_no_validation_numbers():
     table = markdown_table("s", declared.studies["s"], [a, b], "1234567890")
     assert "| b | 3 | 95.00% ± 0.00 | 0.0500 ± 0.0000 | 99.00% ± 0.00 | 0.0300 ± 0.0000 | - | 3.0 ± 0.0 |" in table
     assert [line.get_label() for line in figure("s", [a, b]).axes[1].get_lines()] == ["a"]
+    panel, curves = figure("s", [a, b], "training_seconds").axes  # by time, b's ring keeps its colour named
+    rings = [ring for ring in panel.collections if getattr(ring, "get_sizes", list)() == [90]]
+    handles, labels = curves.get_legend_handles_labels()
+    assert labels == ["a", "b (no validation set)"] and len(handles[1].get_xydata()) == 0
+    assert [to_hex(ring.get_edgecolor()[0]) for ring in rings] == [to_hex(line.get_color()) for line in handles]
 
 
 def test_the_accuracy_on_all_training_images_has_a_column_once_an_arm_has_it():
@@ -237,22 +242,6 @@ def test_a_study_may_plot_accuracy_against_training_time():
     colours = [to_hex(ring.get_edgecolor()[0]) for ring in rings]  # each ring in its arm's curve's colour
     assert colours == [to_hex(line.get_color()) for line in curves.get_lines()] and len(set(colours)) == 2
     assert figure("s", results).axes[0].lines[0].get_xydata()[:, 0].tolist() == [0, 1]
-
-
-def test_by_training_time_an_arm_without_a_validation_curve_still_has_its_colour_in_the_legend():
-    shown = exp_show(
-        *(recorded(f"s-a-s{i}", 0.90) for i in range(3)),
-        *(recorded(f"s-b-s{i}", 0.95, validated=False) for i in range(3)),
-    )
-    declared = studies()
-    planned = runs(declared, [], PARAMS)
-    results = summarize(declared.studies["s"], planned, recorded_experiments(shown), FILES, committed)
-    panel, curves = figure("s", results, "training_seconds").axes
-    rings = [ring for ring in panel.collections if getattr(ring, "get_sizes", list)() == [90]]
-    handles, labels = curves.get_legend_handles_labels()
-    assert labels == ["a", "b (no validation set)"] and len(handles[1].get_xydata()) == 0
-    assert [to_hex(ring.get_edgecolor()[0]) for ring in rings] == [to_hex(line.get_color()) for line in handles]
-    assert [line.get_label() for line in figure("s", results).axes[1].get_lines()] == ["a"]  # by arm: no rings
 
 
 def test_a_difference_beyond_the_seed_noise_differs():
