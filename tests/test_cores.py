@@ -1,4 +1,5 @@
-"""Training takes the cores other processes leave free, looked at again before every epoch."""
+"""How many cores a process may use, on every OS; training takes the cores other processes leave
+free, looked at again before every epoch."""
 
 from __future__ import annotations
 
@@ -11,9 +12,60 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.lib.cores import TICKS_PER_SECOND, CoreShare, Sample, busy_seconds
+from pipeline.lib import cores
+from pipeline.lib.cores import TICKS_PER_SECOND, CoreShare, Sample, available_cores, busy_seconds, quota_cores
 
-needs_two_cores = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core here")
+needs_two_cores = pytest.mark.skipif(available_cores() < 2, reason="one core here")
+needs_proc_stat = pytest.mark.skipif(busy_seconds({0}) is None, reason="no /proc/stat: the load cannot be read")
+
+
+@pytest.fixture
+def no_cgroup(tmp_path, monkeypatch):
+    monkeypatch.setattr(cores, "CGROUP_V2_QUOTA", tmp_path / "v2" / "cpu.max")
+    monkeypatch.setattr(cores, "CGROUP_V1_QUOTA", tmp_path / "v1" / "cpu.cfs_quota_us")
+
+
+def test_the_affinity_decides_where_the_os_has_one(monkeypatch, no_cgroup):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert available_cores() == 3
+
+
+def test_without_an_affinity_the_os_count_for_this_process_decides(monkeypatch, no_cgroup):
+    """macOS and Windows: Python 3.13's os.process_cpu_count where there is one, else os.cpu_count."""
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.delattr(os, "process_cpu_count", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert available_cores() == 8
+    monkeypatch.setattr(os, "process_cpu_count", lambda: 6, raising=False)
+    assert available_cores() == 6
+
+
+@pytest.mark.parametrize(
+    ("version", "files", "expected"),
+    [
+        ("v2", {"cpu.max": "max 100000"}, 16),
+        ("v2", {"cpu.max": "150000 100000"}, 2),
+        ("v2", {"cpu.max": "50000 100000"}, 1),
+        ("v1", {"cpu.cfs_quota_us": "-1", "cpu.cfs_period_us": "100000"}, 16),
+        ("v1", {"cpu.cfs_quota_us": "400000", "cpu.cfs_period_us": "100000"}, 4),
+        ("v1", {"cpu.cfs_quota_us": "250000", "cpu.cfs_period_us": "100000"}, 3),
+    ],
+)
+def test_a_cgroup_cpu_quota_caps_the_cores(tmp_path, monkeypatch, no_cgroup, version, files, expected):
+    """A container's --cpus or a Kubernetes pod's CPU limit is a cgroup quota (v2's cpu.max, v1's CFS
+    files): the node's cores stay in the affinity."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    for name, text in files.items():
+        (tmp_path / version).mkdir(exist_ok=True)
+        (tmp_path / version / name).write_text(text + "\n")
+    assert available_cores() == expected
+
+
+def test_an_unreadable_quota_is_no_quota(tmp_path, no_cgroup):
+    (tmp_path / "v2").mkdir()
+    (tmp_path / "v2" / "cpu.max").write_text("garbage\n")
+    assert quota_cores() is None
 
 
 class Machine:
@@ -92,9 +144,9 @@ def test_busy_seconds_reads_only_the_given_cores(tmp_path: Path):
 
 @pytest.mark.slow  # keeps cores busy in child processes
 @needs_two_cores
+@needs_proc_stat
 def test_cores_kept_busy_by_other_processes_are_left_to_them(two_threads):
-    cores = len(CoreShare(print).cores)
-    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cores - 1)]
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(available_cores() - 1)]
     try:
         time.sleep(0.5)
         share = CoreShare(print)

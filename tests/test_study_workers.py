@@ -16,6 +16,8 @@ from pipeline.commands.study.plan import Run
 from pipeline.lib.errors import PipelineError
 from pipeline.lib.layout import RESULTS_STAGE
 
+needs_process_groups = pytest.mark.skipif(not hasattr(os, "killpg"), reason="no process groups (Windows)")
+
 
 def planned(*names: str) -> list[Run]:
     return [Run("s", name, 0, {"train.seed": 0, "model.hidden_sizes": [10, 5]}) for name in names]
@@ -34,6 +36,7 @@ class FakeRun:
         return self.returncode
 
 
+@needs_process_groups
 def test_runs_go_jobs_at_a_time_each_once_and_the_failed_ones_are_named(monkeypatch, capsys):
     started: dict[str, FakeRun] = {}
 
@@ -71,6 +74,7 @@ def test_a_run_is_a_named_temporary_experiment_up_to_the_results_stage():
     ]
 
 
+@needs_process_groups
 def test_ctrl_c_stops_the_runs_under_way_and_says_what_is_left(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     processes: list[subprocess.Popen] = []
@@ -95,10 +99,11 @@ def test_ctrl_c_stops_the_runs_under_way_and_says_what_is_left(monkeypatch, tmp_
     assert "KeyboardInterrupt" in (tmp_path / workers.LOG_DIR / "s-a-s0.log").read_text()  # Ctrl-C, not a kill
 
 
-@pytest.mark.parametrize(("quota", "expected"), [("max 100000", 16), ("150000 100000", 2), ("50000 100000", 1)])
-def test_a_cgroup_cpu_quota_caps_the_cores_a_worker_uses(tmp_path, monkeypatch, quota, expected):
-    """A Kubernetes pod's CPU limit is a cgroup quota: the node's cores stay in the affinity."""
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
-    (tmp_path / "cpu.max").write_text(quota + "\n")
-    monkeypatch.setattr(workers, "CPU_QUOTA", tmp_path / "cpu.max")
-    assert workers.usable_cores() == expected
+def test_without_process_groups_a_study_says_it_needs_them_before_any_run(monkeypatch, tmp_path):
+    """Windows has no process groups to stop a run's dvc and its stage together: one line, no run."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delattr(os, "killpg", raising=False)
+    monkeypatch.setattr(workers, "start", lambda run, environment: pytest.fail("a run started"))
+    with pytest.raises(PipelineError) as raised:
+        workers.run_all(planned("a"), jobs=1)
+    assert str(raised.value) == workers.NEEDS_PROCESS_GROUPS and "on Windows, run studies in WSL" in str(raised.value)

@@ -106,7 +106,10 @@ def trainings_at_once(project: Path, environment: dict[str, str], count: int) ->
 @dataclass(frozen=True)
 class StageRun:
     seconds: float
-    peak_kib: int  # the stage process's peak RSS
+    peak_kib: int | None  # the stage process's peak RSS, where the OS counts it
+
+    def memory(self) -> str:
+        return "    n/a" if self.peak_kib is None else f"{self.peak_kib / 1024:>7.0f}"
 
 
 def clocked(records: Path) -> dict[str, dict]:
@@ -120,10 +123,13 @@ def timed_repro(project: Path, environment: dict[str, str], clock: Path) -> tupl
     """`dvc repro` of the first stage, then of the rest, in `project` with stage_clock standing in for
     `python`: each stage's seconds and peak RSS, and the seconds of the whole pipeline after the first."""
     clock.mkdir()
-    (clock / "python").write_text(
-        f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m pipeline.commands.bench.stage_clock "$@"\n'
-    )
-    (clock / "python").chmod(0o755)
+    if os.name == "nt":  # cmd.exe, through which DVC runs a stage's command there, finds python.bat
+        (clock / "python.bat").write_text(f'@"{sys.executable}" -m pipeline.commands.bench.stage_clock %*\n')
+    else:
+        (clock / "python").write_text(
+            f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m pipeline.commands.bench.stage_clock "$@"\n'
+        )
+        (clock / "python").chmod(0o755)
     records = clock / "records.jsonl"
     timed = environment | {"PATH": f"{clock}{os.pathsep}{environment['PATH']}", CLOCK_FILE: str(records)}
     for command in (["dvc", "repro", stage_names()[0]], ["dvc", "repro"]):
@@ -181,7 +187,7 @@ def dvc_table() -> None:
         timed, after_download = timed_repro(project, environment, Path(folder) / "clock")
         click.echo("\nstages (one dvc repro in a copy, the download first): seconds and peak RSS of each stage")
         for stage in stage_names():
-            click.echo(f"  {stage:<11} {timed[stage].seconds:>6.1f} s  {timed[stage].peak_kib / 1024:>7.0f} MiB")
+            click.echo(f"  {stage:<11} {timed[stage].seconds:>6.1f} s  {timed[stage].memory()} MiB")
         click.echo("bench: two train stages at once", err=True)
         alone, two = timed["train"].seconds, trainings_at_once(project, environment, 2)
         click.echo(

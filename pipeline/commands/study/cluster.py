@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import click
 
 from pipeline.commands.study.plan import Run
-from pipeline.commands.study.workers import log_path, start, stop, threads_per_run
+from pipeline.commands.study.workers import log_path, require_process_groups, start, stop, threads_per_run
 from pipeline.lib.errors import PipelineError
 from pipeline.lib.remotes import remote_failure
 
@@ -199,6 +199,7 @@ def last_line(name: str) -> str:
 def work(planned: list[Run], remote: str, commit: str, timeout: float, retry_failed: bool = False) -> None:
     """Take, run and push runs of the plan until every one is pushed or failed (with
     `retry_failed`, failed runs are taken again)."""
+    require_process_groups()
     check_remote(remote, commit)
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:

@@ -9,7 +9,6 @@ under way and keeps those recorded; the same command again runs the rest.
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import subprocess
@@ -19,31 +18,27 @@ from pathlib import Path
 import click
 
 from pipeline.commands.study.plan import Run
+from pipeline.lib.cores import available_cores
 from pipeline.lib.errors import PipelineError
 
 LOG_DIR = Path("build/studies/logs")
 POLL_SECONDS = 0.5
 STOP_SECONDS = 30  # how long a run interrupted by Ctrl-C gets to clean up its temporary copy
 
+NEEDS_PROCESS_GROUPS = (
+    "a study's runs need process groups, to stop each run's dvc and its stage together (Linux, macOS); "
+    "on Windows, run studies in WSL"
+)
 
-CPU_QUOTA = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "<quota> <period>" or "max <period>"
 
-
-def usable_cores() -> int:
-    """The cores this process may use: its CPU affinity, capped by its cgroup's CPU quota (a
-    Kubernetes pod's CPU limit, a container's --cpus), which the affinity does not show."""
-    cores = len(os.sched_getaffinity(0))
-    try:
-        quota, period = CPU_QUOTA.read_text().split()
-        if quota != "max":
-            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass  # no cgroup v2 quota: the affinity decides
-    return cores
+def require_process_groups() -> None:
+    """Before any run starts: Windows has no process groups (os.killpg), so stop() could not stop a run."""
+    if not hasattr(os, "killpg"):
+        raise PipelineError(NEEDS_PROCESS_GROUPS)
 
 
 def threads_per_run(jobs: int) -> int:
-    return max(1, usable_cores() // jobs)
+    return max(1, available_cores() // jobs)
 
 
 def experiment_command(run: Run) -> list[str]:
@@ -71,6 +66,7 @@ def run_all(runs: list[Run], jobs: int) -> list[str]:
 
     Progress is a line whenever a run ends.
     """
+    require_process_groups()
     threads = threads_per_run(jobs)
     click.echo(
         f"study: {len(runs)} runs, {jobs} at a time with {threads} thread{'s' if threads > 1 else ''} each; "
