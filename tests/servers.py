@@ -5,9 +5,11 @@ file server do. Each runs in a thread of the test process and stops when its `wi
 from __future__ import annotations
 
 import asyncio
+import json
 import shlex
 import shutil
 import threading
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,30 +32,83 @@ needs_ssh_client = pytest.mark.skipif(
 
 
 @dataclass(frozen=True)
-class S3Server:
-    endpoint: str
-    access_key: str = "testing"
-    secret_key: str = "testing"
+class Credentials:
+    access_key: str
+    secret_key: str
 
-    def create_bucket(self, name: str) -> None:
-        client = boto3.client(
-            "s3",
+    def write_to(self, home: Path) -> None:
+        """A machine's own S3 credentials, where boto (and so DVC) looks for them: ~/.aws/credentials."""
+        (home / ".aws").mkdir(parents=True, exist_ok=True)
+        (home / ".aws/credentials").write_text(
+            f"[default]\naws_access_key_id = {self.access_key}\naws_secret_access_key = {self.secret_key}\n"
+        )
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """An S3 server that checks each request's signature and the IAM policy of its key: `writer` may
+    do anything, `reader` only read."""
+
+    endpoint: str
+    writer: Credentials
+    reader: Credentials
+
+    @property
+    def access_key(self) -> str:
+        return self.writer.access_key
+
+    @property
+    def secret_key(self) -> str:
+        return self.writer.secret_key
+
+    def client(self, service: str = "s3", as_: Credentials | None = None):
+        key = as_ or self.writer
+        return boto3.client(
+            service,
             endpoint_url=self.endpoint,
             region_name="us-east-1",
-            aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key,
+            aws_access_key_id=key.access_key,
+            aws_secret_access_key=key.secret_key,
         )
-        client.create_bucket(Bucket=name)
+
+    def create_bucket(self, name: str) -> None:
+        self.client().create_bucket(Bucket=name)
+
+    def keys(self, bucket: str) -> list[str]:
+        return [item["Key"] for item in self.client().list_objects_v2(Bucket=bucket).get("Contents", [])]
+
+
+def iam_user(iam, name: str, actions: list[str]) -> Credentials:
+    iam.create_user(UserName=name)
+    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}
+    iam.put_user_policy(UserName=name, PolicyName=f"{name}-policy", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    return Credentials(key["AccessKeyId"], key["SecretAccessKey"])
+
+
+def moto_api(endpoint: str, action: str, data: bytes = b"") -> None:
+    request = urllib.request.Request(f"{endpoint}/moto-api/{action}", data, {"Content-Type": "text/plain"})
+    urllib.request.urlopen(request, timeout=START_SECONDS)
 
 
 @contextmanager
 def s3_server() -> Iterator[S3Server]:
-    """moto's S3 server on a free loopback port."""
+    """moto's S3 server on a free loopback port, with a writer and a reader (IAM users of its own),
+    checking credentials from the first S3 request on (moto's /moto-api/reset-auth)."""
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
+    endpoint = f"http://127.0.0.1:{server._server.server_port}"
     try:
-        yield S3Server(f"http://127.0.0.1:{server._server.server_port}")
+        moto_api(endpoint, "reset")  # no users left from a server before
+        iam = boto3.client(
+            "iam", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="setup", aws_secret_access_key="-"
+        )
+        writer = iam_user(iam, "writer", ["s3:*"])
+        reader = iam_user(iam, "reader", ["s3:GetObject", "s3:ListBucket"])
+        moto_api(endpoint, "reset-auth", b"0")
+        yield S3Server(endpoint, writer, reader)
     finally:
+        moto_api(endpoint, "reset-auth", b"inf")  # moto's setting is the process's: off for the next server
         server.stop()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -99,3 +100,31 @@ def test_the_unit_tier_on_macos_and_windows_is_offered_switched_off_and_the_repr
     install, test = commands(unit["steps"])[-2:]
     assert install == "pip install -r requirements.lock -e ." and test == 'python -m pytest -m "not slow" -n auto'
     assert "UNIT_TESTS_ON_MACOS_WINDOWS" in (PROJECT_ROOT / "docs/platforms.md").read_text()
+
+
+def version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.lstrip("v").split("."))
+
+
+def test_the_pins_are_at_least_the_releases_stated_as_fixed():
+    """docs/ci.md's table of pins against what both CI files use: setup-python from the release on
+    GitHub's current cache service, and CML through npx rather than setup-cml's broken Vega install."""
+    table = (PROJECT_ROOT / "docs/ci.md").read_text()
+    fixed_python = re.search(r"\| `actions/setup-python` \| `(v[\d.]+)` \| `(v[\d.]+)` \|", table)
+    assert fixed_python, "docs/ci.md states no pin for actions/setup-python"
+    stated, fixed = fixed_python.groups()
+    for path in (GITHUB, PROJECT_ROOT / ".github/workflows/study.yaml"):
+        text = path.read_text()
+        assert "uses: iterative/setup-cml" not in text
+        used = re.findall(r"actions/setup-python@(v[\d.]+)", text)
+        assert used and all(pin == stated and version(pin) >= version(fixed) for pin in used), path
+    cml = re.search(r"`npx --yes (@dvcorg/cml@[\d.]+)`", table).group(1)
+    for text in (GITHUB.read_text(), GITLAB.read_text()):
+        assert f"npx --yes {cml} comment update" in text
+
+
+def test_gitlab_pipelines_are_interruptible_and_a_fork_without_the_token_stays_green():
+    pipeline = yaml.safe_load(GITLAB.read_text())
+    assert pipeline["default"]["interruptible"] is True
+    (rule,) = pipeline["comment"]["rules"]
+    assert rule["if"] == '$CI_PIPELINE_SOURCE == "merge_request_event" && $REPO_TOKEN'

@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -106,22 +107,131 @@ def test_a_worker_cannot_start_without_the_remote_the_commit_or_the_plans_commit
     assert (code, stderr) == (1, other)
 
 
-def test_a_dvc_remote_that_refuses_the_run_gives_its_claim_back_and_one_line(clone, tmp_path, monkeypatch):
+def refuse_pushes(bare: Path, while_exists: Path) -> None:
+    """The git server rejects every push while `while_exists` exists, as a server that is down or
+    denies this machine's key does; fetches still work."""
+    hook = bare / "hooks/pre-receive"
+    hook.write_text(f"#!/bin/sh\nif [ -e {while_exists} ]; then echo 'push refused' >&2; exit 1; fi\n")
+    hook.chmod(0o755)
+
+
+def test_a_worker_that_cannot_push_stops_at_start_with_one_line(clone, invoke_in, tmp_path):
+    refuse_pushes(tmp_path / "shared.git", while_exists=tmp_path / "shared.git")
+    studies = tmp_path / "mine.yaml"
+    studies.write_text("seeds: [0, 1]\nstudies:\n  s:\n    question: q?\n    source: s\n    arms: {a: {}}\n")
+    code, stderr = invoke_in(main, clone, "--studies", studies, "--worker", "origin")
+    assert code == 1 and stderr.count("\n") == 1
+    assert stderr.startswith("error: git push origin failed (")
+    assert stderr.endswith(
+        "this machine can fetch the repository but not push to it; give it write access (a deploy key allowed to "
+        "write, a token with contents: write)\n"
+    )
+
+
+def test_a_failed_renewal_is_tried_again_and_is_a_takeover_only_when_the_claim_moved(
+    clone, tmp_path, monkeypatch, process_groups
+):
     commit = cluster.head()
     sha = cluster.push_claim("origin", commit, "s-a-s0", "claim", replacing=None)
-    refusing = tmp_path / "bin"
-    refusing.mkdir()
-    said = "ERROR: failed to push data to the cloud - 3 files failed to upload"
-    (refusing / "dvc").write_text(f"#!/bin/sh\necho '{said}' >&2\nexit 1\n")  # as dvc says it
-    (refusing / "dvc").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{refusing}:{os.environ['PATH']}")
+    down = tmp_path / "down"
+    down.touch()
+    refuse_pushes(tmp_path / "shared.git", while_exists=down)
+    assert cluster.push_claim("origin", commit, "s-a-s0", "running", replacing=sha) is None
+    assert not cluster.claim_moved("origin", commit, "s-a-s0", sha)  # still ours: not taken over
+
+    lasts = [sys.executable, "-c", "import time; time.sleep(3)"]
+
+    def start(run: Run, environment: dict[str, str]) -> subprocess.Popen:  # a run in a group of its own, as workers'
+        process_groups.append(subprocess.Popen(lasts, start_new_session=True))
+        return process_groups[-1]
+
+    monkeypatch.setattr(cluster, "start", start)
+    threading.Timer(1.5, down.unlink).start()  # the server is back after a few failed renewals
+    last, status = cluster.run_claimed(Run("s", "a", 0, {}), "origin", commit, sha, timeout=0.6)
+    assert status == 0 and last != sha  # the run went on to its end, and a later renewal got through
+    assert cluster.claims("origin", commit)["s-a-s0"].sha == last
+
+    taker = cluster.push_claim("origin", commit, "s-a-s0", "claim", replacing=last)  # another worker's
+    assert cluster.claim_moved("origin", commit, "s-a-s0", last)
+    lasts[-1] = "import time; time.sleep(60)"
+    assert cluster.run_claimed(Run("s", "a", 0, {}), "origin", commit, last, timeout=0.6) == (last, None)
+    assert cluster.claims("origin", commit)["s-a-s0"].sha == taker
+
+
+@pytest.fixture
+def experiments(clone, tmp_path, monkeypatch):
+    """The clone as a DVC project whose one stage copies params.yaml, two experiments run on it
+    (s-a-s0, s-a-s1), and an S3 DVC remote (moto's server, bucket `study`) as its default."""
+    from servers import s3_server
+
+    (clone / "dvc.yaml").write_text(
+        "stages:\n  copy:\n    cmd: cp params.yaml out.txt\n    params: [train.seed]\n    outs: [out.txt]\n"
+    )
+    dvc(clone, "init", "-q")
+    dvc(clone, "config", "core.analytics", "false")
+    git(clone, "add", "-A")
+    git(clone, "commit", "-qm", "a pipeline")
+    git(clone, "push", "-q", "origin", "HEAD")
+    for seed in (0, 1):
+        dvc(clone, "exp", "run", "-q", "--name", f"s-a-s{seed}", "-S", f"train.seed={seed}")
+    with s3_server() as s3:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
+        dvc(clone, "remote", "add", "--local", "--default", "team", "s3://study/dvc")  # a machine's own, as
+        dvc(clone, "remote", "modify", "--local", "team", "endpointurl", s3.endpoint)  # the study's commit lacks it
+        yield s3
+
+
+def test_a_run_is_done_only_once_its_outputs_are_on_the_dvc_remote(experiments, clone):
+    """No bucket: the outputs cannot be sent, so the run's ref is not pushed and its claim is given
+    back; with the bucket, outputs then ref, and the claim is removed."""
+    commit = cluster.head()
+    sha = cluster.push_claim("origin", commit, "s-a-s0", "claim", replacing=None)
     with pytest.raises(PipelineError) as raised:
         cluster.publish("s-a-s0", "origin", commit, sha)
-    assert str(raised.value) == (
-        "dvc exp push origin s-a-s0 failed (ERROR: failed to push data to the cloud - 3 files failed to upload): "
-        "give this machine write access to the DVC remote (dvc remote list), then start the worker again"
-    )
-    assert cluster.claims("origin", commit) == {}  # another worker may take the run
+    assert "the DVC remote team has no such bucket" in str(raised.value)
+    assert str(raised.value).endswith("; s-a-s0 was not published, and another worker may run it")
+    assert cluster.pushed_experiments("origin", commit) == set() and cluster.claims("origin", commit) == {}
+
+    experiments.create_bucket("study")
+    sha = cluster.push_claim("origin", commit, "s-a-s0", "claim", replacing=None)
+    cluster.publish("s-a-s0", "origin", commit, sha)
+    assert cluster.pushed_experiments("origin", commit) == {"s-a-s0"} and cluster.claims("origin", commit) == {}
+    locked = yaml.safe_load(git_show(clone, f"{cluster.experiment_ref(commit, 's-a-s0')}:dvc.lock"))
+    out_md5 = locked["stages"]["copy"]["outs"][0]["md5"]
+    assert experiments.keys("study") == [f"dvc/files/md5/{out_md5[:2]}/{out_md5[2:]}"]
+
+
+def test_one_lost_run_never_fails_a_collection(experiments, clone, tmp_path, capsys, monkeypatch):
+    """s-a-s1's ref reached the git remote without its outputs (pushed by hand): the collector
+    names it, leaves it out and pulls the other."""
+    commit = cluster.head()
+    experiments.create_bucket("study")
+    cluster.publish("s-a-s0", "origin", commit, cluster.push_claim("origin", commit, "s-a-s0", "claim", None))
+    lost = cluster.experiment_ref(commit, "s-a-s1")
+    git(clone, "push", "-q", "origin", f"{lost}:{lost}")
+
+    collector = tmp_path / "collector"
+    subprocess.run(["git", "clone", "-q", str(tmp_path / "shared.git"), str(collector)], check=True)
+    dvc(collector, "remote", "add", "--local", "--default", "team", "s3://study/dvc")
+    dvc(collector, "remote", "modify", "--local", "team", "endpointurl", experiments.endpoint)
+    monkeypatch.chdir(collector)
+    capsys.readouterr()
+    cluster.pull([Run("s", "a", 0, {}), Run("s", "a", 1, {})], "origin", commit)
+    said = capsys.readouterr().err.splitlines()
+    assert said[0] == "study: s-a-s1 left out, its outputs are not on the DVC remote: out.txt"
+    assert said[-1] == "study: pulled 1 of 2 runs from origin"
+    local = git_refs(collector, "refs/exps")
+    assert local == [cluster.experiment_ref(commit, "s-a-s0")]
+
+
+def git_show(where: Path, what: str) -> str:
+    return subprocess.run(["git", "show", what], cwd=where, capture_output=True, text=True, check=True).stdout
+
+
+def git_refs(where: Path, prefix: str) -> list[str]:
+    listed = subprocess.run(["git", "for-each-ref", "--format=%(refname)", prefix], cwd=where, capture_output=True)
+    return listed.stdout.decode().split()
 
 
 def test_status_lists_each_run_as_done_running_failed_or_waiting(clone):

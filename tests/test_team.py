@@ -15,7 +15,7 @@ from test_reproducibility import workspace_state
 from pipeline.lib.layout import stage_path
 
 from conftest import PROJECT_ROOT, clone_as_actions_checkout, dvc, git, set_param
-from servers import needs_ssh_client, s3_server, ssh_server
+from servers import Credentials, needs_ssh_client, s3_server, ssh_server
 
 BUCKET = "team-bucket"
 
@@ -82,46 +82,67 @@ def test_three_machines_share_data_models_and_runs_through_ssh_and_s3(project, t
     assert (machine_c / "model.pt").read_bytes() == trained
 
 
-def one_line_error(where: Path, *args: str) -> str:
-    """What a command that must fail said: exactly one line."""
-    failed = pipeline(where, *args)
+def one_line_error(where: Path, *args: str, home: Path) -> str:
+    """What a command that must fail said on the machine whose home is `home`: exactly one line."""
+    failed = pipeline(where, *args, home=home)
     assert failed.returncode == 1 and len(failed.stderr.splitlines()) == 1, failed.stderr
     return failed.stderr.strip()
 
 
+def machine_home(home: Path, credentials: Credentials) -> Path:
+    """A machine's home with its own S3 credentials and nothing else of any other machine's."""
+    home.mkdir(parents=True)
+    credentials.write_to(home)
+    return home
+
+
 @pytest.mark.slow
 @needs_ssh_client
-def test_a_remote_without_its_bucket_refusing_the_key_or_down_gets_one_line_and_nothing_changes(
-    project, tmp_path, monkeypatch
-):
+def test_a_remote_without_its_bucket_refusing_the_key_or_down_gets_one_line_and_nothing_changes(project, tmp_path):
     good = workspace_state(project)
-    stranger = tmp_path / "home/stranger_key"  # a key the SSH server was never told of
-    stranger.parent.mkdir()
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    stranger_key = tmp_path / "stranger_key"  # a key the SSH server was never told of
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger_key)], check=True)
     with ssh_server(tmp_path) as ssh, s3_server() as s3:
-        dvc(project, "remote", "add", "nobucket", "s3://no-such-bucket/mnist-mlp")
-        dvc(project, "remote", "modify", "nobucket", "endpointurl", s3.endpoint)
+        s3.create_bucket(BUCKET)
+        writer = machine_home(tmp_path / "writer", s3.writer)
+        reader = machine_home(tmp_path / "reader", s3.reader)  # may read the bucket, not write
+        stranger = machine_home(tmp_path / "stranger", Credentials("AKIASTRANGER00000000", "not-a-key"))
+        for name, url in (("nobucket", "s3://no-such-bucket/mnist-mlp"), ("s3", f"s3://{BUCKET}/mnist-mlp")):
+            dvc(project, "remote", "add", name, url)
+            dvc(project, "remote", "modify", name, "endpointurl", s3.endpoint)
         dvc(project, "remote", "add", "team", ssh.url(tmp_path / "dvc-store"))
-        dvc(project, "remote", "modify", "--local", "team", "keyfile", str(stranger))
-        assert one_line_error(project, "share", "--remote", "nobucket") == (
+        dvc(project, "remote", "modify", "--local", "team", "keyfile", str(stranger_key))
+        assert one_line_error(project, "share", "--remote", "nobucket", home=writer) == (
             "error: dvc push --run-cache: the DVC remote nobucket has no such bucket: create it, or point the "
             "remote at one (dvc remote modify nobucket url s3://BUCKET/PATH)"
         )
-        assert one_line_error(project, "share", "--remote", "team") == (
-            "error: dvc push --run-cache: the DVC remote team refused this machine's credentials: set them (S3: "
-            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; SSH: dvc remote modify --local team keyfile KEY)"
+        assert one_line_error(project, "share", "--remote", "s3", home=reader) == (
+            "error: dvc push --run-cache: the DVC remote s3 denied this machine access: its credentials are valid "
+            "but lack the permission (read-only?); ask for write access, or use credentials that have it"
         )
+        refused = (
+            "error: dvc push --run-cache: the DVC remote {remote} refused this machine's credentials: set them (S3: "
+            "~/.aws/credentials, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; SSH: dvc remote modify --local "
+            "{remote} keyfile KEY)"
+        )
+        assert one_line_error(project, "share", "--remote", "s3", home=stranger) == refused.format(remote="s3")
+        assert one_line_error(project, "share", "--remote", "team", home=stranger) == refused.format(remote="team")
+        assert s3.keys(BUCKET) == []  # nothing reached the bucket
     dvc(project, "remote", "add", "down", "s3://bucket/mnist-mlp")
     dvc(project, "remote", "modify", "down", "endpointurl", s3.endpoint)  # stopped: nothing listens there now
-    assert one_line_error(project, "share", "--remote", "down") == (
+    assert one_line_error(project, "share", "--remote", "down", home=writer) == (
         "error: dvc push --run-cache: the DVC remote down cannot be reached: check its URL (dvc remote list) and "
         "that its server is up"
     )
     assert workspace_state(project) == good
 
 
-def pipeline(where: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=where, capture_output=True, text=True)
+def pipeline(where: Path, *args: str, home: Path | None = None) -> subprocess.CompletedProcess:
+    """`python -m pipeline ARGS` in `where`; with `home`, as that machine: its HOME, no credentials
+    of this process's environment."""
+    environment = dict(os.environ)
+    if home is not None:
+        environment = {k: v for k, v in environment.items() if not k.startswith("AWS_")} | {"HOME": str(home)}
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], cwd=where, capture_output=True, text=True, env=environment
+    )

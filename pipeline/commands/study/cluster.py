@@ -6,14 +6,20 @@ refs/study-claims/<commit>/<run> on REMOTE. Git moves a ref only from the value 
 (none, for a new ref), so of two workers claiming the same run the second push is rejected and that
 worker takes another run. While a run goes on its worker renews the claim every third of the claim
 timeout, by the same compare-and-swap; a claim left unrenewed for the timeout is a dead worker's,
-and the next worker takes it over. A finished run is a DVC experiment pushed with `dvc exp push`
-(its git ref to REMOTE, its outputs to the DVC remote); a failed run's claim says so and no worker
+and the next worker takes it over; a renewal that fails while the claim is still this worker's (a
+network blip) is tried again at the next look. A finished run is a DVC experiment: its outputs go
+to the DVC remote first, then its git ref to REMOTE, so a run REMOTE lists as done can always be
+pulled. Every git operation is git's own, never DVC's git client, so a worker reaches REMOTE with
+whatever credentials git has (a deploy key in GIT_SSH_COMMAND, a runner's token in the checkout's
+http.extraheader, ~/.ssh/config). A worker that can fetch but not push stops at start with one
+line. A failed run's claim says so and no worker
 takes it again unless a worker is started with --retry-failed. A pushed run's claim is removed. A
 worker sent SIGTERM (a scheduler's preemption or eviction) stops its run and removes its claim, so
 that another worker takes the run at once. Workers stop once every run is pushed or failed;
 `--status` lists each run as done, running, failed or waiting. The collector
-(`study --collect-from REMOTE`) pulls the experiments with `dvc exp pull`; the study then writes
-its tables from them as on one machine. Claim times are the workers' clocks.
+(`study --collect-from REMOTE`) fetches the experiments' refs and outputs, each run on its own (a run
+whose outputs are lost is named and left out, never failing the rest); the study then writes its
+tables from them as on one machine. Claim times are the workers' clocks.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import click
 from pipeline.commands.study.plan import Run
 from pipeline.commands.study.workers import log_path, require_process_groups, start, stop, threads_per_run
 from pipeline.lib.errors import PipelineError
-from pipeline.lib.remotes import remote_failure
+from pipeline.lib.remotes import dvc_errors, remote_failure
 
 CLAIMS = "refs/study-claims"
 IDLE_POLL_SECONDS = 5.0
@@ -123,10 +129,37 @@ def claims(remote: str, commit: str) -> dict[str, Claim]:
     return found
 
 
+def experiment_ref(commit: str, name: str) -> str:
+    """Where DVC keeps experiment `name` run on top of `commit`."""
+    return f"refs/exps/{commit[:2]}/{commit[2:]}/{name}"
+
+
 def pushed_experiments(remote: str, commit: str) -> set[str]:
-    """The names of the experiments on top of `commit` that REMOTE holds (DVC's ref layout)."""
-    listed = git("ls-remote", remote, f"refs/exps/{commit[:2]}/{commit[2:]}/*").stdout
+    """The names of the experiments on top of `commit` that REMOTE holds."""
+    listed = git("ls-remote", remote, experiment_ref(commit, "*")).stdout
     return {line.rsplit("/", 1)[1] for line in listed.splitlines()}
+
+
+def check_push_access(remote: str) -> None:
+    """A worker that could fetch but not push would run and never publish: push a probe ref of
+    its own and remove it, or stop with one line."""
+    empty_tree = git("hash-object", "-w", "-t", "tree", "/dev/null").stdout.strip()
+    probe = git(*WORKER_IDENTITY, "commit-tree", empty_tree, "-m", f"probe by {worker_name()}").stdout.strip()
+    ref = f"refs/study-probes/{worker_name()}"
+    pushed = git("push", "--quiet", "--no-verify", remote, f"{probe}:{ref}", check=False)
+    if pushed.returncode:
+        raise PipelineError(
+            f"git push {remote} failed ({last_line_of(pushed)}): this machine can fetch the repository but not push "
+            "to it; give it write access (a deploy key allowed to write, a token with contents: write)"
+        )
+    git("push", "--quiet", "--no-verify", remote, f":{ref}", check=False)
+
+
+def claim_moved(remote: str, commit: str, name: str, sha: str) -> bool:
+    """Whether REMOTE's claim on `name` is no longer `sha` (taken over, or removed); False when
+    REMOTE cannot be asked, since then nothing says it moved."""
+    listed = git("ls-remote", remote, claim_ref(commit, name), check=False)
+    return listed.returncode == 0 and listed.stdout.split()[:1] != [sha]
 
 
 def push_claim(
@@ -178,10 +211,12 @@ def run_claimed(run: Run, remote: str, commit: str, sha: str, timeout: float) ->
             time.sleep(RUN_POLL_SECONDS)
             if time.monotonic() - renewed >= timeout / 3:
                 newer = push_claim(remote, commit, run.name, "running", replacing=sha, since=since)
-                if newer is None:
+                if newer is not None:
+                    sha, renewed = newer, time.monotonic()
+                elif claim_moved(remote, commit, run.name, sha):
                     stop([process])
                     return sha, None
-                sha, renewed = newer, time.monotonic()
+                # else the push failed with the claim still ours: the next look tries again
     except Stopped:
         stop([process])
         withdraw_claim(remote, commit, run.name, sha)
@@ -201,6 +236,7 @@ def work(planned: list[Run], remote: str, commit: str, timeout: float, retry_fai
     `retry_failed`, failed runs are taken again)."""
     require_process_groups()
     check_remote(remote, commit)
+    check_push_access(remote)
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
         take_runs(planned, remote, commit, timeout, retry_failed)
@@ -251,29 +287,73 @@ def take_runs(planned: list[Run], remote: str, commit: str, timeout: float, retr
 
 
 def publish(name: str, remote: str, commit: str, sha: str) -> None:
-    """`dvc exp push`: the experiment's ref to the git remote, its outputs to the DVC remote. If the
+    """The run's outputs to the DVC remote, then its git ref to REMOTE: only then is it done. If the
     DVC remote refuses them, the claim is withdrawn so that another worker can run it."""
-    result = subprocess.run(["dvc", "exp", "push", remote, name], capture_output=True, text=True)
+    ref = experiment_ref(commit, name)
+    try:
+        push_outputs(git("rev-parse", "--verify", ref).stdout.strip())
+    except PipelineError as error:
+        withdraw_claim(remote, commit, name, sha)
+        raise PipelineError(f"{error}; {name} was not published, and another worker may run it") from None
+    git("push", "--quiet", "--no-verify", remote, f"{ref}:{ref}")
     withdraw_claim(remote, commit, name, sha)  # pushed: the experiment says it is done
-    if result.returncode:
-        raise PipelineError(
-            f"dvc exp push {remote} {name} failed ({last_line_of(result)}): give this machine write access to the DVC "
-            "remote (dvc remote list), then start the worker again"
-        )
+
+
+def push_outputs(experiment: str) -> None:
+    """The outputs of the experiment commit `experiment` to the default DVC remote, as `dvc exp
+    push` sends them, by DVC's API."""
+    from dvc.repo import Repo  # slow to import: only the cluster's workers and collector need it
+
+    with Repo() as repo, dvc_errors() as said:
+        try:
+            repo.push(revs=[experiment], workspace=False)
+        except Exception as error:  # DVC's and its filesystems' errors share no base class
+            raise remote_failure(None, "dvc push of a run's outputs", "\n".join([*said, str(error)])) from error
 
 
 def pull(planned: list[Run], remote: str, commit: str) -> None:
-    """`dvc exp pull` of the plan's experiments that REMOTE holds; failed runs named."""
+    """Fetch the plan's experiments that REMOTE holds, their refs with git and their outputs from
+    the DVC remote, a run at a time: a run whose outputs cannot be fetched is named and its ref
+    dropped here, so the tables are written from the rest. Failed runs are named too."""
+    from dvc.repo import Repo
+
     check_remote(remote, commit)
+    refs = {run.name: experiment_ref(commit, run.name) for run in planned}
     names = [run.name for run in planned if run.name in pushed_experiments(remote, commit)]
     if names:
-        result = subprocess.run(["dvc", "exp", "pull", remote, *names], capture_output=True, text=True)
-        if result.returncode:
-            raise remote_failure(None, f"dvc exp pull {remote}", result.stderr + result.stdout)
+        git("fetch", "--quiet", remote, *(f"+{refs[name]}:{refs[name]}" for name in names))
+    pulled = []
+    with Repo() as repo:
+        for name in names:
+            experiment = git("rev-parse", refs[name]).stdout.strip()
+            try:
+                repo.fetch(revs=[experiment], workspace=False)
+                missing = missing_outputs(repo, experiment)
+            except Exception as error:  # DVC's and its filesystems' errors share no base class
+                missing = [str(remote_failure(None, "dvc fetch", str(error)))]
+            if missing:
+                git("update-ref", "-d", refs[name])
+                click.echo(f"study: {name} left out, its outputs are not on the DVC remote: {missing[0]}", err=True)
+            else:
+                pulled.append(name)
     for name, claim in sorted(claims(remote, commit).items()):
         if claim.failed:
             click.echo(f"study: {name} failed on a worker: {claim.subject}", err=True)
-    click.echo(f"study: pulled {len(names)} of {len(planned)} runs from {remote}", err=True)
+    click.echo(f"study: pulled {len(pulled)} of {len(planned)} runs from {remote}", err=True)
+
+
+def missing_outputs(repo, experiment: str) -> list[str]:
+    """The cached outputs of experiment commit `experiment` that the local cache lacks, as paths: a
+    fetch only warns of files the DVC remote does not hold."""
+    from dvc.repo.fetch import _collect_indexes  # the outputs `dvc fetch` would fetch at a revision
+
+    views = _collect_indexes(repo, revs=[experiment], workspace=False).values()
+    return [
+        "/".join(key)
+        for view in views
+        for key, entry in view.data["repo"].iteritems()
+        if entry.hash_info and not repo.cache.local.exists(entry.hash_info.value)
+    ]
 
 
 def status(planned: list[Run], remote: str, commit: str, timeout: float) -> list[str]:

@@ -264,7 +264,7 @@ def rewrite_tables(names: tuple[str, ...], studies_file: Path, out: Path | None)
 @click.option(
     "--worker",
     metavar="REMOTE",
-    help="Take runs no other worker has taken, claiming each on this git remote; push each with dvc exp push.",
+    help="Take runs no other worker has taken, claiming each on this git remote; push each: outputs, then its ref.",
 )
 @click.option(
     "--retry-failed", is_flag=True, help="With --worker: take runs that failed on a worker again (once each)."
@@ -278,7 +278,7 @@ def rewrite_tables(names: tuple[str, ...], studies_file: Path, out: Path | None)
 @click.option(
     "--collect-from",
     metavar="REMOTE",
-    help="dvc exp pull the runs the workers pushed to this git remote, then write the results.",
+    help="Fetch the runs the workers pushed to this git remote (and their outputs), then write the results.",
 )
 @click.option(
     "--commit", help="With --worker or --collect-from: the study's commit, which this clone must have checked out."
