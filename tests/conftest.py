@@ -183,28 +183,24 @@ def process_groups() -> Iterator[list[subprocess.Popen]]:
 
 
 @pytest.fixture
-def team_servers(tmp_path: Path, monkeypatch):
-    """This test's team: an SSH server holding a bare git repository, an S3 server, and this
-    machine's view of them (a home whose SSH and git config reach the SSH server, S3 credentials
-    in the environment); both servers stop when the test ends."""
+def team_servers(tmp_path: Path):
+    """This test's team: an SSH server holding a bare git repository and an S3 server that checks
+    credentials; `Team.machine` makes each machine a home of its own. Both stop when the test ends."""
     from servers import Team, s3_server, ssh_server  # here: pytest-xdist's controller loads this file too
 
     folder = tmp_path / "servers"
     folder.mkdir()
     subprocess.run(["git", "init", "-q", "--bare", "--initial-branch=main", str(folder / "repo.git")], check=True)
-    with ssh_server(folder) as ssh, s3_server() as s3:
-        ssh.write_client_config(tmp_path / "home")
-        monkeypatch.setenv("HOME", str(tmp_path / "home"))
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
+    with ssh_server() as ssh, s3_server() as s3:
         yield Team(ssh, s3, folder)
 
 
-def git(project: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=project, check=True, capture_output=True)
+def git(project: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    """git in `project`, in this process's environment or in a machine's (`env`)."""
+    subprocess.run(["git", *args], cwd=project, check=True, capture_output=True, env=env)
 
 
-def clone_as_actions_checkout(url: str, where: Path) -> None:
+def clone_as_actions_checkout(url: str, where: Path, env: dict[str, str] | None = None) -> None:
     """A clone as actions/checkout makes it with fetch-depth: 0: init, fetch every branch and tag,
     check the branch out."""
     where.mkdir()
@@ -222,12 +218,13 @@ def clone_as_actions_checkout(url: str, where: Path) -> None:
         ],
         ["checkout", "-q", "--force", "-B", "main", "refs/remotes/origin/main"],
     ):
-        git(where, *args)
+        git(where, *args, env=env)
 
 
-def dvc(project: Path, *args: str) -> str:
+def dvc(project: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    """dvc in `project`, in this process's environment or in a machine's (`env`); what it said."""
     result = subprocess.run(
-        ["dvc", *args], cwd=project, capture_output=True, text=True, env=os.environ | {"DVC_NO_ANALYTICS": "1"}
+        ["dvc", *args], cwd=project, capture_output=True, text=True, env=(env or os.environ) | {"DVC_NO_ANALYTICS": "1"}
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout + result.stderr

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shlex
 import shutil
+import subprocess
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -115,23 +117,60 @@ def s3_server() -> Iterator[S3Server]:
 @dataclass(frozen=True)
 class SSHServer:
     port: int
-    user_key: Path  # the private key the server accepts
+    host_key: str  # its public host key, as known_hosts lists it
+    authorized: asyncssh.SSHAuthorizedKeys  # the client keys it accepts; `authorize` adds one
 
     def url(self, path: Path) -> str:
         return f"ssh://git@127.0.0.1:{self.port}{path}"
 
-    def write_client_config(self, home: Path) -> None:
-        """A team member's home for this server: ~/.ssh/config with its key and no check of a host
-        key that is new in every test, and ~/.gitconfig pointing git's ssh at that file (OpenSSH
-        reads the passwd entry's home, not $HOME). git, DVC's git client (dulwich, which reads
-        core.sshCommand) and DVC's SSH remote (asyncssh, which reads ~/.ssh/config) all use it."""
-        config = home / ".ssh/config"
-        config.parent.mkdir(parents=True, exist_ok=True)
+    def authorize(self, public_key: Path) -> None:
+        self.authorized.load(public_key.read_text())
+
+    def known_hosts_line(self) -> str:
+        return f"[127.0.0.1]:{self.port} {self.host_key}\n"
+
+
+@dataclass(frozen=True)
+class Machine:
+    """One of the team's machines: a home of its own (SSH key, known hosts, git config, S3
+    credentials) and the environment its commands run with, which holds nothing of this process's
+    home or credentials."""
+
+    name: str
+    home: Path
+    environment: dict[str, str]
+
+
+def new_machine(home: Path, ssh: SSHServer, credentials: Credentials, ssh_settings: str = "config") -> Machine:
+    """A machine whose own key the SSH server accepts and whose known_hosts has the server's key.
+
+    ssh_settings: "config", a person's: ~/.ssh/config names the key, and ~/.gitconfig's
+    core.sshCommand points git at that file (OpenSSH reads the passwd entry's home, not $HOME);
+    "GIT_SSH_COMMAND", a deploy key's, as a CI job or a Kubernetes pod has it: the key and the known
+    hosts only in that variable, no SSH or git config at all."""
+    ssh_folder = home / ".ssh"
+    ssh_folder.mkdir(parents=True)
+    key = ssh_folder / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    ssh.authorize(key.with_suffix(".pub"))
+    known_hosts = ssh_folder / "known_hosts"
+    known_hosts.write_text(ssh.known_hosts_line())
+    credentials.write_to(home)
+    environment = {name: value for name, value in os.environ.items() if not name.startswith(("AWS_", "GIT_SSH"))}
+    environment |= {"HOME": str(home), "GIT_CONFIG_NOSYSTEM": "1"}
+    checked = f"UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes -o LogLevel=ERROR"
+    if ssh_settings == "GIT_SSH_COMMAND":
+        environment["GIT_SSH_COMMAND"] = f"ssh -F /dev/null -i {key} -o IdentitiesOnly=yes -o {checked}"
+    else:
+        config = ssh_folder / "config"
         config.write_text(
-            f"Host 127.0.0.1\n  Port {self.port}\n  IdentityFile {self.user_key}\n  IdentitiesOnly yes\n"
-            "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n"
+            f"Host 127.0.0.1\n  Port {ssh.port}\n  IdentityFile {key}\n  IdentitiesOnly yes\n"
+            f"  UserKnownHostsFile {known_hosts}\n  StrictHostKeyChecking yes\n  LogLevel ERROR\n"
         )
         (home / ".gitconfig").write_text(f"[core]\n\tsshCommand = ssh -F {config}\n")
+    for name, value in (("user.name", home.name), ("user.email", f"{home.name}@example.com")):
+        subprocess.run(["git", "config", "--global", name, value], env=environment, check=True)
+    return Machine(home.name, home, environment)
 
 
 async def run_git_command(process: asyncssh.SSHServerProcess) -> None:
@@ -159,13 +198,11 @@ async def run_git_command(process: asyncssh.SSHServerProcess) -> None:
 
 
 @contextmanager
-def ssh_server(folder: Path) -> Iterator[SSHServer]:
-    """An SSH server on a free loopback port that accepts one generated key (written in `folder`)
-    for any user, runs git's commands and serves SFTP over the whole file system."""
-    user_key = asyncssh.generate_private_key("ssh-ed25519")
-    key_path = folder / "id_ed25519"
-    user_key.write_private_key(key_path)
-    key_path.chmod(0o600)
+def ssh_server() -> Iterator[SSHServer]:
+    """An SSH server on a free loopback port that accepts the keys it is told of (`authorize`) for
+    any user, runs git's commands and serves SFTP over the whole file system."""
+    host_key = asyncssh.generate_private_key("ssh-ed25519")
+    authorized = asyncssh.import_authorized_keys("")
     loop = asyncio.new_event_loop()
     started: dict[str, object] = {}
     ready = threading.Event()
@@ -175,8 +212,8 @@ def ssh_server(folder: Path) -> Iterator[SSHServer]:
             started["server"] = await asyncssh.listen(
                 "127.0.0.1",
                 0,
-                server_host_keys=[asyncssh.generate_private_key("ssh-ed25519")],
-                authorized_client_keys=asyncssh.import_authorized_keys(user_key.export_public_key().decode()),
+                server_host_keys=[host_key],
+                authorized_client_keys=authorized,
                 process_factory=run_git_command,
                 sftp_factory=True,
                 allow_scp=False,
@@ -197,7 +234,7 @@ def ssh_server(folder: Path) -> Iterator[SSHServer]:
         raise RuntimeError(f"the SSH server did not start: {started.get('error', 'timed out')}")
     server = started["server"]
     try:
-        yield SSHServer(server.sockets[0].getsockname()[1], key_path)
+        yield SSHServer(server.sockets[0].getsockname()[1], host_key.export_public_key().decode().strip(), authorized)
     finally:
 
         async def close() -> None:
@@ -211,8 +248,8 @@ def ssh_server(folder: Path) -> Iterator[SSHServer]:
 
 @dataclass(frozen=True)
 class Team:
-    """A team's servers as its machines see them: a bare git repository `repo.git` in `folder`,
-    served over SSH, and the S3 server."""
+    """A team's servers: a bare git repository `repo.git` in `folder`, served over SSH, and the S3
+    server. `machine` makes one of its machines."""
 
     ssh: SSHServer
     s3: S3Server
@@ -221,3 +258,7 @@ class Team:
     @property
     def repo_url(self) -> str:
         return self.ssh.url(self.folder / "repo.git")
+
+    def machine(self, name: str, ssh_settings: str = "config", reader: bool = False) -> Machine:
+        credentials = self.s3.reader if reader else self.s3.writer
+        return new_machine(self.folder.parent / "homes" / name, self.ssh, credentials, ssh_settings)

@@ -371,29 +371,33 @@ def test_two_workers_and_a_collector_sharing_only_git_and_the_dvc_remote(
     a collector checkout made as the study workflow's runners make them, each running that
     workflow's own commands. The studied project pushed half of the study's runs before the workers
     start; one worker is killed midway through its run. Their results are those of the same runs
-    made on one machine, the studied project's."""
+    made on one machine, the studied project's. Each machine has a home of its own: worker-2 has its
+    key only in GIT_SSH_COMMAND, as a deploy key in a CI job or a pod; the others in ~/.ssh/config."""
     project, _ = studied
     workflow = {words[0]: words for words in study_commands(".github/workflows/study.yaml")}
     s3 = team_servers.s3
     s3.create_bucket("study")
     origin = team_servers.repo_url
+    machines = {
+        name: team_servers.machine(name, "GIT_SSH_COMMAND" if name == "worker-2" else "config")
+        for name in ("lead", "worker-1", "worker-2", "collector")
+    }
+    lead = machines["lead"].environment
 
     def use_team_remote(where: Path) -> None:
         dvc(where, "remote", "add", "--local", "--default", "team", "s3://study/dvc")
         dvc(where, "remote", "modify", "--local", "team", "endpointurl", s3.endpoint)
 
     git(project, "remote", "add", "origin", origin)
-    git(project, "push", "-q", "origin", "HEAD:main")
+    git(project, "push", "-q", "origin", "HEAD:main", env=lead)
     use_team_remote(project)
-    dvc(project, "push")  # the workers pull the data the stages before training made
+    dvc(project, "push", env=lead)  # the workers pull the data the stages before training made
     earlier = sorted(name for name in RUNS if name.endswith(f"-s{SEEDS[0]}"))
-    dvc(project, "exp", "push", "origin", *earlier)  # runs made before the workers start
+    dvc(project, "exp", "push", "origin", *earlier, env=lead)  # runs made before the workers start
     commit = head(project)
 
     def clone(name: str) -> Path:
-        clone_as_actions_checkout(origin, tmp_path / name)
-        git(tmp_path / name, "config", "user.email", f"{name}@example.com")
-        git(tmp_path / name, "config", "user.name", name)
+        clone_as_actions_checkout(origin, tmp_path / name, env=machines[name].environment)
         use_team_remote(tmp_path / name)
         return tmp_path / name
 
@@ -405,7 +409,7 @@ def test_two_workers_and_a_collector_sharing_only_git_and_the_dvc_remote(
             cwd=where,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=os.environ | {"STUDY_WORKER": worker},
+            env=machines[where.name].environment | {"STUDY_WORKER": worker},
             start_new_session=True,
         )
         process_groups.append(process)
@@ -413,7 +417,7 @@ def test_two_workers_and_a_collector_sharing_only_git_and_the_dvc_remote(
 
     workers = [clone("worker-1"), clone("worker-2")]
     for worker in workers:
-        dvc(worker, "pull", "-q")
+        dvc(worker, "pull", "-q", env=machines[worker.name].environment)
     first, second = (study(w, "--worker", "--claim-timeout", "6", worker=w.name) for w in workers)
     log = tmp_path / "worker-1.log"
     deadline = time.monotonic() + 300
@@ -426,7 +430,7 @@ def test_two_workers_and_a_collector_sharing_only_git_and_the_dvc_remote(
     assert second.wait(timeout=600) == 0, (tmp_path / "worker-2.log").read_text()
     said = (tmp_path / "worker-2.log").read_text()
     assert f"study worker worker-2: {killed} taken over" in said and said.count(" done") == 2
-    assert not cluster_claims(workers[1], commit)  # pushed runs leave no claim behind
+    assert not cluster_claims(workers[1], commit, machines["worker-2"].environment)  # pushed runs leave none
 
     collector = clone("collector")
     assert study(collector, "--collect-from").wait() == 0, (tmp_path / "collector.log").read_text()
@@ -447,12 +451,13 @@ def test_two_workers_and_a_collector_sharing_only_git_and_the_dvc_remote(
         assert model_md5(collector, row["rev"]) == model_md5(project, local_runs[name]["rev"])
 
 
-def cluster_claims(where: Path, commit: str) -> str:
-    """The study's claims the git remote holds, as `git ls-remote` lists them."""
+def cluster_claims(where: Path, commit: str, env: dict[str, str]) -> str:
+    """The study's claims the git remote holds, as `git ls-remote` lists them on that machine."""
     return subprocess.run(
         ["git", "ls-remote", "origin", f"{cluster.CLAIMS}/{commit}/*"],
         cwd=where,
         capture_output=True,
         text=True,
         check=True,
+        env=env,
     ).stdout

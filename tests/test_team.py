@@ -15,7 +15,7 @@ from test_reproducibility import workspace_state
 from pipeline.lib.layout import stage_path
 
 from conftest import PROJECT_ROOT, clone_as_actions_checkout, dvc, git, set_param
-from servers import Credentials, needs_ssh_client, s3_server, ssh_server
+from servers import Credentials, Machine, needs_ssh_client, s3_server, ssh_server
 
 BUCKET = "team-bucket"
 
@@ -23,8 +23,13 @@ BUCKET = "team-bucket"
 @pytest.mark.slow
 @needs_ssh_client
 def test_three_machines_share_data_models_and_runs_through_ssh_and_s3(project, tmp_path, team_servers):
+    """Each machine has a home of its own (its SSH key, known hosts, git config, S3 credentials) and
+    nothing else in common but the servers: A and B are people (their key in ~/.ssh/config), the CI
+    runner has a deploy key in GIT_SSH_COMMAND only, and C, which only reads, a read-only S3 key."""
     ssh, s3, servers, repo_url = team_servers.ssh, team_servers.s3, team_servers.folder, team_servers.repo_url
     s3.create_bucket(BUCKET)
+    a, b = team_servers.machine("a"), team_servers.machine("b")
+    runner, c = team_servers.machine("runner", ssh_settings="GIT_SSH_COMMAND"), team_servers.machine("c", reader=True)
 
     # A: the team's remotes, committed; data, model and run records pushed; a model version tagged.
     machine_a = project
@@ -33,58 +38,58 @@ def test_three_machines_share_data_models_and_runs_through_ssh_and_s3(project, t
     dvc(machine_a, "remote", "modify", "s3", "endpointurl", s3.endpoint)
     (machine_a / ".ci").mkdir()
     shutil.copy(PROJECT_ROOT / ".ci/check-results", machine_a / ".ci")  # what the CI runner runs
-    git(machine_a, "add", ".dvc/config", ".ci")
-    git(machine_a, "commit", "-qm", "the team's remotes")
-    dvc(machine_a, "push")
+    git(machine_a, "add", ".dvc/config", ".ci", env=a.environment)
+    git(machine_a, "commit", "-qm", "the team's remotes", env=a.environment)
+    dvc(machine_a, "push", env=a.environment)
     git(machine_a, "remote", "add", "origin", repo_url)
-    git(machine_a, "tag", "-a", "mnist-mlp@v1.0.0", "-m", "a model version")
-    git(machine_a, "push", "-q", "origin", "HEAD:main", "mnist-mlp@v1.0.0")
+    git(machine_a, "tag", "-a", "mnist-mlp@v1.0.0", "-m", "a model version", env=a.environment)
+    git(machine_a, "push", "-q", "origin", "HEAD:main", "mnist-mlp@v1.0.0", env=a.environment)
     model = stage_path("train", "--model")
     trained = (machine_a / model).read_bytes()
     # ... and an experiment at other params, whose run it shares through S3.
-    dvc(machine_a, "exp", "run", "-S", "train.epochs=1")
+    dvc(machine_a, "exp", "run", "-S", "train.epochs=1", env=a.environment)
     one_epoch = (machine_a / model).read_bytes()
-    shared = pipeline(machine_a, "share", "--remote", "s3")
+    shared = pipeline(machine_a, "share", "--remote", "s3", machine=a)
     assert shared.returncode == 0 and "share: 6 recorded runs;" in shared.stdout, shared.stderr  # 2 x 3 stages
 
     # B: a clone over ssh://, the data from the SSH remote, the committed results reproduced.
     machine_b = tmp_path / "b"
-    git(tmp_path, "clone", "-q", repo_url, str(machine_b))
-    dvc(machine_b, "pull")
-    verified = pipeline(machine_b, "verify", "--from", "preprocess")
+    git(tmp_path, "clone", "-q", repo_url, str(machine_b), env=b.environment)
+    dvc(machine_b, "pull", env=b.environment)
+    verified = pipeline(machine_b, "verify", "--from", "preprocess", machine=b)
     assert verified.returncode == 0 and "verify: reproduced exactly" in verified.stdout, verified.stderr
 
     # CI: a checkout as the runner makes it checks the results with the data from S3; then,
     # back at A's experiment's params, dvc repro restores A's run instead of training.
-    runner = tmp_path / "runner"
-    clone_as_actions_checkout(repo_url, runner)
+    checkout = tmp_path / "runner"
+    clone_as_actions_checkout(repo_url, checkout, env=runner.environment)
     checked = subprocess.run(
         [".ci/check-results", "HEAD~1"],
-        cwd=runner,
+        cwd=checkout,
         capture_output=True,
         text=True,
-        env=os.environ | {"DVC_REMOTE": "s3"},
+        env=runner.environment | {"DVC_REMOTE": "s3"},
     )
     assert checked.returncode == 0 and "verify: reproduced exactly" in checked.stdout, checked.stdout + checked.stderr
     assert "Running stage 'train'" in checked.stdout + checked.stderr  # from preprocess on, as configured
-    dvc(runner, "remote", "default", "--local", "s3")
-    dvc(runner, "pull", "--run-cache")
-    set_param(runner, "train", "epochs", 1)
-    restored = dvc(runner, "repro", "--pull")
+    dvc(checkout, "remote", "default", "--local", "s3")
+    dvc(checkout, "pull", "--run-cache", env=runner.environment)
+    set_param(checkout, "train", "epochs", 1)
+    restored = dvc(checkout, "repro", "--pull", env=runner.environment)
     assert "Stage 'train' is cached - skipping run" in restored and "Running stage 'train'" not in restored
-    assert (runner / model).read_bytes() == one_epoch
+    assert (checkout / model).read_bytes() == one_epoch
 
-    # C: no clone, a model version by name.
+    # C: no clone, a model version by name, with a key that may only read.
     machine_c = tmp_path / "c"
     machine_c.mkdir()
     dvc(machine_c, "artifacts", "get", repo_url, "mnist-mlp", "--rev", "v1.0.0",
-        "-o", "model.pt")  # fmt: skip
+        "-o", "model.pt", env=c.environment)  # fmt: skip
     assert (machine_c / "model.pt").read_bytes() == trained
 
 
 def one_line_error(where: Path, *args: str, home: Path) -> str:
     """What a command that must fail said on the machine whose home is `home`: exactly one line."""
-    failed = pipeline(where, *args, home=home)
+    failed = pipeline(where, *args, machine=Machine(home.name, home, without_credentials(home)))
     assert failed.returncode == 1 and len(failed.stderr.splitlines()) == 1, failed.stderr
     return failed.stderr.strip()
 
@@ -102,7 +107,7 @@ def test_a_remote_without_its_bucket_refusing_the_key_or_down_gets_one_line_and_
     good = workspace_state(project)
     stranger_key = tmp_path / "stranger_key"  # a key the SSH server was never told of
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger_key)], check=True)
-    with ssh_server(tmp_path) as ssh, s3_server() as s3:
+    with ssh_server() as ssh, s3_server() as s3:
         s3.create_bucket(BUCKET)
         writer = machine_home(tmp_path / "writer", s3.writer)
         reader = machine_home(tmp_path / "reader", s3.reader)  # may read the bucket, not write
@@ -137,12 +142,17 @@ def test_a_remote_without_its_bucket_refusing_the_key_or_down_gets_one_line_and_
     assert workspace_state(project) == good
 
 
-def pipeline(where: Path, *args: str, home: Path | None = None) -> subprocess.CompletedProcess:
-    """`python -m pipeline ARGS` in `where`; with `home`, as that machine: its HOME, no credentials
-    of this process's environment."""
-    environment = dict(os.environ)
-    if home is not None:
-        environment = {k: v for k, v in environment.items() if not k.startswith("AWS_")} | {"HOME": str(home)}
+def without_credentials(home: Path) -> dict[str, str]:
+    """This process's environment as a machine whose home is `home` has it: no S3 variables."""
+    return {name: value for name, value in os.environ.items() if not name.startswith("AWS_")} | {"HOME": str(home)}
+
+
+def pipeline(where: Path, *args: str, machine: Machine | None = None) -> subprocess.CompletedProcess:
+    """`python -m pipeline ARGS` in `where`, as `machine` (its environment) or as this process."""
     return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args], cwd=where, capture_output=True, text=True, env=environment
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=where,
+        capture_output=True,
+        text=True,
+        env=machine.environment if machine else None,
     )
