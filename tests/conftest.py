@@ -184,15 +184,16 @@ def process_groups() -> Iterator[list[subprocess.Popen]]:
 
 @pytest.fixture
 def team_servers(tmp_path: Path):
-    """This test's team: an SSH server holding a bare git repository and an S3 server that checks
-    credentials; `Team.machine` makes each machine a home of its own. Both stop when the test ends."""
-    from servers import Team, s3_server, ssh_server  # here: pytest-xdist's controller loads this file too
+    """This test's team: a bare git repository served over SSH and over HTTP with a token, and an S3
+    server that checks credentials; `Team.machine` makes each machine a home of its own. The servers
+    stop when the test ends."""
+    from servers import Team, git_http_server, s3_server, ssh_server  # here: xdist's controller loads this file
 
     folder = tmp_path / "servers"
     folder.mkdir()
     subprocess.run(["git", "init", "-q", "--bare", "--initial-branch=main", str(folder / "repo.git")], check=True)
-    with ssh_server() as ssh, s3_server() as s3:
-        yield Team(ssh, s3, folder)
+    with ssh_server() as ssh, s3_server() as s3, git_http_server(folder) as http:
+        yield Team(ssh, s3, http, folder)
 
 
 def git(project: Path, *args: str, env: dict[str, str] | None = None) -> None:
@@ -200,12 +201,17 @@ def git(project: Path, *args: str, env: dict[str, str] | None = None) -> None:
     subprocess.run(["git", *args], cwd=project, check=True, capture_output=True, env=env)
 
 
-def clone_as_actions_checkout(url: str, where: Path, env: dict[str, str] | None = None) -> None:
-    """A clone as actions/checkout makes it with fetch-depth: 0: init, fetch every branch and tag,
-    check the branch out."""
+def clone_as_actions_checkout(
+    url: str, where: Path, env: dict[str, str] | None = None, extraheader: tuple[str, str] | None = None
+) -> None:
+    """A clone as actions/checkout makes it with fetch-depth: 0: init, the token in the checkout's
+    own config (`extraheader`: the server's URL and the header), fetch every branch and tag, check
+    the branch out."""
     where.mkdir()
+    token = [["config", "--local", f"http.{extraheader[0]}/.extraheader", extraheader[1]]] if extraheader else []
     for args in (
         ["init", "-q"],
+        *token,
         ["remote", "add", "origin", url],
         [
             "fetch",

@@ -5,8 +5,11 @@ file server do. Each runs in a thread of the test process and stops when its `wi
 from __future__ import annotations
 
 import asyncio
+import base64
+import http.server
 import json
 import os
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -141,36 +144,46 @@ class Machine:
     environment: dict[str, str]
 
 
-def new_machine(home: Path, ssh: SSHServer, credentials: Credentials, ssh_settings: str = "config") -> Machine:
-    """A machine whose own key the SSH server accepts and whose known_hosts has the server's key.
+def new_machine(home: Path, ssh: SSHServer, credentials: Credentials, ssh_settings: str | None = "config") -> Machine:
+    """A machine with its own S3 credentials, and its own SSH key the SSH server accepts, the
+    server's key in its known_hosts.
 
     ssh_settings: "config", a person's: ~/.ssh/config names the key, and ~/.gitconfig's
     core.sshCommand points git at that file (OpenSSH reads the passwd entry's home, not $HOME);
     "GIT_SSH_COMMAND", a deploy key's, as a CI job or a Kubernetes pod has it: the key and the known
-    hosts only in that variable, no SSH or git config at all."""
+    hosts only in that variable, no SSH or git config at all; None, a GitHub runner's: no SSH at
+    all, git reaches the repository over HTTP with the token its checkout holds."""
     ssh_folder = home / ".ssh"
     ssh_folder.mkdir(parents=True)
+    environment = {name: value for name, value in os.environ.items() if not name.startswith(("AWS_", "GIT_SSH"))}
+    environment |= {"HOME": str(home), "GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0"}
+    credentials.write_to(home)
+    if ssh_settings is not None:
+        environment |= ssh_identity(ssh_folder, ssh, ssh_settings)
+    for name, value in (("user.name", home.name), ("user.email", f"{home.name}@example.com")):
+        subprocess.run(["git", "config", "--global", name, value], env=environment, check=True)
+    return Machine(home.name, home, environment)
+
+
+def ssh_identity(ssh_folder: Path, ssh: SSHServer, ssh_settings: str) -> dict[str, str]:
+    """A key of its own in `ssh_folder`, accepted by `ssh`, set up as `ssh_settings` says; the
+    environment variables it takes."""
     key = ssh_folder / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     ssh.authorize(key.with_suffix(".pub"))
     known_hosts = ssh_folder / "known_hosts"
     known_hosts.write_text(ssh.known_hosts_line())
-    credentials.write_to(home)
-    environment = {name: value for name, value in os.environ.items() if not name.startswith(("AWS_", "GIT_SSH"))}
-    environment |= {"HOME": str(home), "GIT_CONFIG_NOSYSTEM": "1"}
     checked = f"UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes -o LogLevel=ERROR"
     if ssh_settings == "GIT_SSH_COMMAND":
-        environment["GIT_SSH_COMMAND"] = f"ssh -F /dev/null -i {key} -o IdentitiesOnly=yes -o {checked}"
+        return {"GIT_SSH_COMMAND": f"ssh -F /dev/null -i {key} -o IdentitiesOnly=yes -o {checked}"}
     else:
         config = ssh_folder / "config"
         config.write_text(
             f"Host 127.0.0.1\n  Port {ssh.port}\n  IdentityFile {key}\n  IdentitiesOnly yes\n"
             f"  UserKnownHostsFile {known_hosts}\n  StrictHostKeyChecking yes\n  LogLevel ERROR\n"
         )
-        (home / ".gitconfig").write_text(f"[core]\n\tsshCommand = ssh -F {config}\n")
-    for name, value in (("user.name", home.name), ("user.email", f"{home.name}@example.com")):
-        subprocess.run(["git", "config", "--global", name, value], env=environment, check=True)
-    return Machine(home.name, home, environment)
+        (ssh_folder.parent / ".gitconfig").write_text(f"[core]\n\tsshCommand = ssh -F {config}\n")
+        return {}
 
 
 async def run_git_command(process: asyncssh.SSHServerProcess) -> None:
@@ -246,19 +259,113 @@ def ssh_server() -> Iterator[SSHServer]:
         thread.join(START_SECONDS)
 
 
+def basic_credentials(token: str) -> str:
+    return base64.b64encode(f"x-access-token:{token}".encode()).decode()
+
+
+class GitHTTPHandler(http.server.BaseHTTPRequestHandler):
+    """git's smart HTTP protocol, as a git host serves it: git's own `git http-backend` (CGI) behind
+    a check of HTTP basic auth, the token as its password, as GitHub takes a runner's GITHUB_TOKEN."""
+
+    root: Path  # the folder of bare repositories
+    token: str
+
+    def do_GET(self) -> None:
+        self.serve()
+
+    def do_POST(self) -> None:
+        self.serve()
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding") == "chunked":  # git sends large pushes in chunks
+            chunks = []
+            while size := int(self.rfile.readline().strip() or b"0", 16):
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+            self.rfile.readline()
+            return b"".join(chunks)
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def serve(self) -> None:
+        scheme, _, credentials = self.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "basic" or credentials != basic_credentials(self.token):
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="git"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        path, _, query = self.path.partition("?")
+        environment = {
+            "GIT_PROJECT_ROOT": str(self.root),
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "REMOTE_USER": "x-access-token",  # an authenticated user may push
+            "REQUEST_METHOD": self.command,
+            "PATH_INFO": path,
+            "QUERY_STRING": query,
+            "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+            "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""),
+            "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
+            "PATH": os.environ["PATH"],
+        }
+        result = subprocess.run(["git", "http-backend"], input=self.body(), capture_output=True, env=environment)
+        head, _, content = result.stdout.partition(b"\r\n\r\n")
+        headers = [line.split(": ", 1) for line in head.decode().split("\r\n") if ": " in line]
+        status = next((int(value.split()[0]) for name, value in headers if name == "Status"), 200)
+        self.send_response(status)
+        for name, value in headers:
+            if name != "Status":
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(content)))
+        self.end_headers()
+        self.wfile.write(content)
+
+
+@dataclass(frozen=True)
+class GitHTTPServer:
+    url: str  # of the folder of repositories
+    token: str
+
+    def extraheader(self) -> str:
+        """The header actions/checkout writes into a checkout's git config, holding the token."""
+        return f"AUTHORIZATION: basic {basic_credentials(self.token)}"
+
+
+@contextmanager
+def git_http_server(root: Path) -> Iterator[GitHTTPServer]:
+    """The bare repositories in `root` over git's smart HTTP on a free loopback port, for clients
+    that send a token generated here."""
+    token = secrets.token_hex(16)
+    handler = type("Handler", (GitHTTPHandler,), {"root": root, "token": token})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield GitHTTPServer(f"http://127.0.0.1:{server.server_port}", token)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @dataclass(frozen=True)
 class Team:
-    """A team's servers: a bare git repository `repo.git` in `folder`, served over SSH, and the S3
-    server. `machine` makes one of its machines."""
+    """A team's servers: a bare git repository `repo.git` in `folder`, served over SSH and over
+    HTTP with a token, and the S3 server. `machine` makes one of its machines."""
 
     ssh: SSHServer
     s3: S3Server
+    http: GitHTTPServer
     folder: Path
 
     @property
     def repo_url(self) -> str:
         return self.ssh.url(self.folder / "repo.git")
 
-    def machine(self, name: str, ssh_settings: str = "config", reader: bool = False) -> Machine:
+    @property
+    def http_repo_url(self) -> str:
+        return f"{self.http.url}/repo.git"
+
+    def machine(self, name: str, ssh_settings: str | None = "config", reader: bool = False) -> Machine:
         credentials = self.s3.reader if reader else self.s3.writer
         return new_machine(self.folder.parent / "homes" / name, self.ssh, credentials, ssh_settings)

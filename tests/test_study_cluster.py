@@ -371,17 +371,18 @@ def test_two_workers_and_a_collector_sharing_only_git_and_the_dvc_remote(
     a collector checkout made as the study workflow's runners make them, each running that
     workflow's own commands. The studied project pushed half of the study's runs before the workers
     start; one worker is killed midway through its run. Their results are those of the same runs
-    made on one machine, the studied project's. Each machine has a home of its own: worker-2 has its
-    key only in GIT_SSH_COMMAND, as a deploy key in a CI job or a pod; the others in ~/.ssh/config."""
+    made on one machine, the studied project's. Each machine has a home of its own and reaches the
+    repository as its kind of machine does: the lead, a person, over SSH with its key in
+    ~/.ssh/config; worker-1 over SSH with a deploy key only in GIT_SSH_COMMAND, as a pod has it;
+    worker-2 and the collector, GitHub runners, over HTTP with the token only where actions/checkout
+    puts it, the checkout's http.<url>.extraheader. DVC's git client reads neither of the last two."""
     project, _ = studied
     workflow = {words[0]: words for words in study_commands(".github/workflows/study.yaml")}
     s3 = team_servers.s3
     s3.create_bucket("study")
     origin = team_servers.repo_url
-    machines = {
-        name: team_servers.machine(name, "GIT_SSH_COMMAND" if name == "worker-2" else "config")
-        for name in ("lead", "worker-1", "worker-2", "collector")
-    }
+    reaches = {"lead": "config", "worker-1": "GIT_SSH_COMMAND", "worker-2": None, "collector": None}
+    machines = {name: team_servers.machine(name, ssh_settings) for name, ssh_settings in reaches.items()}
     lead = machines["lead"].environment
 
     def use_team_remote(where: Path) -> None:
@@ -397,7 +398,12 @@ def test_two_workers_and_a_collector_sharing_only_git_and_the_dvc_remote(
     commit = head(project)
 
     def clone(name: str) -> Path:
-        clone_as_actions_checkout(origin, tmp_path / name, env=machines[name].environment)
+        environment = machines[name].environment
+        if reaches[name] is None:  # a GitHub runner: HTTP, the token in the checkout
+            token = (team_servers.http.url, team_servers.http.extraheader())
+            clone_as_actions_checkout(team_servers.http_repo_url, tmp_path / name, environment, extraheader=token)
+        else:
+            clone_as_actions_checkout(origin, tmp_path / name, env=environment)
         use_team_remote(tmp_path / name)
         return tmp_path / name
 
@@ -430,7 +436,7 @@ def test_two_workers_and_a_collector_sharing_only_git_and_the_dvc_remote(
     assert second.wait(timeout=600) == 0, (tmp_path / "worker-2.log").read_text()
     said = (tmp_path / "worker-2.log").read_text()
     assert f"study worker worker-2: {killed} taken over" in said and said.count(" done") == 2
-    assert not cluster_claims(workers[1], commit, machines["worker-2"].environment)  # pushed runs leave none
+    assert not cluster_claims(workers[1], commit, machines["worker-2"].environment)  # pushed runs leave no claim
 
     collector = clone("collector")
     assert study(collector, "--collect-from").wait() == 0, (tmp_path / "collector.log").read_text()
