@@ -292,6 +292,21 @@ RECIPES = ["docs/cluster/slurm-study.sh", "docs/cluster/study-job.yaml", ".githu
 COMMAND = "python -m pipeline study"
 
 
+def test_the_slurm_recipe_survives_requeue_and_takes_the_tasks_cpus():
+    recipe = (PROJECT_ROOT / "docs/cluster/slurm-study.sh").read_text()
+    options = [line.removeprefix("#SBATCH ") for line in recipe.splitlines() if line.startswith("#SBATCH ")]
+    assert {"--requeue", "--open-mode=append", "--signal=B:TERM@120"} <= set(options)
+    assert 'export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"' in recipe
+    assert 'clone="$(mktemp -d ' in recipe  # a requeued task's second start finds no clone of the first in its way
+
+
+def test_the_kubernetes_job_retries_each_index_alone_and_ignores_evictions():
+    job = yaml.safe_load((PROJECT_ROOT / "docs/cluster/study-job.yaml").read_text())["spec"]
+    assert "backoffLimit" not in job and job["backoffLimitPerIndex"] >= 1
+    assert job["podFailurePolicy"]["rules"] == [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]
+    assert job["template"]["spec"]["restartPolicy"] == "Never"  # which podFailurePolicy requires
+
+
 def study_commands(recipe: str) -> list[list[str]]:
     """Each `python -m pipeline study ...` line of a recipe as the words after the command; a
     variable stands for one word ("$commit") or for the study names ("$@", $STUDIES)."""

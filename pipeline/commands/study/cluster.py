@@ -217,9 +217,9 @@ def run_claimed(run: Run, remote: str, commit: str, sha: str, timeout: float) ->
                     stop([process])
                     return sha, None
                 # else the push failed with the claim still ours: the next look tries again
-    except Stopped:
-        stop([process])
+    except Stopped:  # the claim first: a scheduler's grace may end before the run has stopped
         withdraw_claim(remote, commit, run.name, sha)
+        stop([process])
         raise PipelineError(
             f"stopped by SIGTERM: {run.name} stopped and its claim removed, so another worker takes it now"
         ) from None
