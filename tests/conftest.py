@@ -302,7 +302,7 @@ def studied_project(tmp_path_factory, reproduced_project, shared_mnist, worker_i
     commit of its studies.yaml), built once per test session; what the study said is in study.json."""
 
     def study(folder: Path) -> None:
-        project = Path(shutil.copytree(reproduced_project, folder / "project", symlinks=True))
+        project = copy_project_tree(reproduced_project, folder / "project")
         shutil.copy(SCRATCH_STUDY_FILE, project / "studies.yaml")
         git(project, "add", "-A")
         git(project, "commit", "-qm", "a study")
@@ -318,11 +318,26 @@ def studied_project(tmp_path_factory, reproduced_project, shared_mnist, worker_i
     return built_once(tmp_path_factory, worker_id, "studied", study) / "project"
 
 
+def link_or_copy(source: str, destination: str) -> str:
+    """copytree's copy function for a built project: a file of DVC's cache (in .dvc/cache, or a
+    workspace file hardlinked to one, as `cache.type: hardlink` makes them) is linked, since DVC
+    never writes one in place (a stage replaces its outputs by a rename); any other file is copied,
+    so that a test may edit it. A copy then costs no second copy of the data."""
+    if f"{os.sep}.dvc{os.sep}cache{os.sep}" in source or os.stat(source).st_nlink > 1:
+        os.link(source, destination)
+        return destination
+    return shutil.copy2(source, destination)
+
+
+def copy_project_tree(built: Path, destination: Path) -> Path:
+    return Path(shutil.copytree(built, destination, symlinks=True, copy_function=link_or_copy))
+
+
 def copy_of(built: Path, tmp_path: Path, monkeypatch, mnist: Path) -> Path:
     """This test's own copy of a project built once per session (git history, DVC cache, data,
     results and experiments)."""
     monkeypatch.setenv("MNIST_MIRROR", str(mnist))
-    return Path(shutil.copytree(built, tmp_path / "project", symlinks=True))
+    return copy_project_tree(built, tmp_path / "project")
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from pipeline.lib.layout import stage_path
 
 from conftest import PROJECT_ROOT, STUDIED_GROUP, clone_as_actions_checkout, dvc, git, head
 from scratch_params import SCRATCH_STUDY, SCRATCH_TABLES
-from servers import needs_ssh_client
+from servers import needs_slurm, needs_ssh_client, slurm_cluster
 
 ARMS, SEEDS = SCRATCH_STUDY["studies"]["lr"]["arms"], SCRATCH_STUDY["seeds"]
 RUNS = {f"lr-{arm}-s{seed}" for arm in ARMS for seed in SEEDS}
@@ -376,70 +376,107 @@ def exp_show(repo: Path) -> dict[str, dict]:
     return recorded_experiments(json.loads(dvc(repo, "exp", "show", "--json")))
 
 
+class TeamStudy:
+    """The studied project's study spread over a team's machines (`team_servers`): the lead, a
+    person, pushes the study's commit, the data and the runs of the first seed; machines of each
+    kind clone it, as the study workflow's runners do, run its commands, and collect."""
+
+    workflow = {words[0]: words for words in study_commands(".github/workflows/study.yaml")}
+
+    def __init__(self, project: Path, team, tmp_path: Path, reaches: dict[str, str | None]):
+        self.project, self.team, self.tmp_path = project, team, tmp_path
+        self.reaches = {"lead": "config", **reaches}
+        self.machines = {name: team.machine(name, ssh_settings) for name, ssh_settings in self.reaches.items()}
+        team.s3.create_bucket("study")
+        lead = self.machines["lead"].environment
+        git(project, "remote", "add", "origin", team.repo_url)
+        git(project, "push", "-q", "origin", "HEAD:main", env=lead)
+        self.use_team_remote(project, "--local")
+        dvc(project, "push", env=lead)  # the workers pull the data the stages before training made
+        earlier = sorted(name for name in RUNS if name.endswith(f"-s{SEEDS[0]}"))
+        dvc(project, "exp", "push", "origin", *earlier, env=lead)  # runs made before the workers start
+        self.commit = head(project)
+
+    def use_team_remote(self, where: Path, scope: str, env: dict[str, str] | None = None) -> None:
+        dvc(where, "remote", "add", scope, "--default", "team", "s3://study/dvc", env=env)
+        dvc(where, "remote", "modify", scope, "team", "endpointurl", self.team.s3.endpoint, env=env)
+
+    def clone(self, name: str) -> Path:
+        environment = self.machines[name].environment
+        if self.reaches[name] is None:  # a GitHub runner: HTTP, the token in the checkout
+            token = (self.team.http.url, self.team.http.extraheader())
+            clone_as_actions_checkout(self.team.http_repo_url, self.tmp_path / name, environment, extraheader=token)
+        else:
+            clone_as_actions_checkout(self.team.repo_url, self.tmp_path / name, env=environment)
+        self.use_team_remote(self.tmp_path / name, "--local")
+        return self.tmp_path / name
+
+    def study(self, where: Path, role: str, *args: str, worker: str = "") -> subprocess.Popen:
+        """The workflow's command for `role` (--worker, --collect-from) in `where`, as its machine."""
+        log = (self.tmp_path / f"{where.name}.log").open("w")
+        command = [word.replace("$GITHUB_SHA", self.commit) for word in self.workflow[role]]
+        return subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "study", "--studies", "studies.yaml", *command, *args],
+            cwd=where,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.machines[where.name].environment | {"STUDY_WORKER": worker},
+            start_new_session=True,
+        )
+
+    def claims_left(self, name: str) -> str:
+        """The study's claims the git remote holds, as `git ls-remote` lists them on machine `name`,
+        over its own way to the repository."""
+        url = self.team.http_repo_url if self.reaches[name] is None else self.team.repo_url
+        return subprocess.run(
+            ["git", "ls-remote", url, f"{cluster.CLAIMS}/{self.commit}/*"],
+            cwd=self.tmp_path / name if self.reaches[name] is None else None,  # the token is in its checkout
+            capture_output=True,
+            text=True,
+            check=True,
+            env=self.machines[name].environment,
+        ).stdout
+
+    def collect_and_compare(self, process_groups: list) -> None:
+        """The collector pulls every run; its tables and models are those of the same runs made on
+        one machine, the studied project's."""
+        collector = self.clone("collector")
+        process_groups.append(self.study(collector, "--collect-from"))
+        assert process_groups[-1].wait() == 0, (self.tmp_path / "collector.log").read_text()
+        assert "study: pulled 4 of 4 runs from origin" in (self.tmp_path / "collector.log").read_text()
+        here, there = self.project / SCRATCH_TABLES, collector / "build/studies/studies"
+        assert without_seconds((there / "lr.md").read_text()) == without_seconds((here / "lr.md").read_text())
+        assert results_without_seconds(there / "lr.json") == results_without_seconds(here / "lr.json")
+        pulled_runs, local_runs = exp_show(collector), exp_show(self.project)
+        assert set(pulled_runs) == RUNS == set(local_runs)
+        for name, row in pulled_runs.items():
+            params = row["data"]["params"]["params.yaml"]["data"]["train"]
+            assert (params["optimizer"]["lr"], params["seed"]) == (
+                (0.01 if "higher_lr" in name else 0.001),
+                int(name[-1]),
+            )
+            assert model_md5(collector, row["rev"]) == model_md5(self.project, local_runs[name]["rev"])
+
+
 @pytest.mark.slow
 @needs_ssh_client
 @pytest.mark.xdist_group(STUDIED_GROUP)
 def test_two_workers_and_a_collector_sharing_only_git_and_the_dvc_remote(
     studied, tmp_path, team_servers, process_groups
 ):
-    """docs/cluster.md on real servers: git over SSH and an S3 DVC remote, two worker checkouts and
-    a collector checkout made as the study workflow's runners make them, each running that
-    workflow's own commands. The studied project pushed half of the study's runs before the workers
-    start; one worker is killed midway through its run. Their results are those of the same runs
-    made on one machine, the studied project's. Each machine has a home of its own and reaches the
-    repository as its kind of machine does: the lead, a person, over SSH with its key in
-    ~/.ssh/config; worker-1 over SSH with a deploy key only in GIT_SSH_COMMAND, as a pod has it;
-    worker-2 and the collector, GitHub runners, over HTTP with the token only where actions/checkout
-    puts it, the checkout's http.<url>.extraheader. DVC's git client reads neither of the last two."""
-    project, _ = studied
-    workflow = {words[0]: words for words in study_commands(".github/workflows/study.yaml")}
-    s3 = team_servers.s3
-    s3.create_bucket("study")
-    origin = team_servers.repo_url
-    reaches = {"lead": "config", "worker-1": "GIT_SSH_COMMAND", "worker-2": None, "collector": None}
-    machines = {name: team_servers.machine(name, ssh_settings) for name, ssh_settings in reaches.items()}
-    lead = machines["lead"].environment
-
-    def use_team_remote(where: Path) -> None:
-        dvc(where, "remote", "add", "--local", "--default", "team", "s3://study/dvc")
-        dvc(where, "remote", "modify", "--local", "team", "endpointurl", s3.endpoint)
-
-    git(project, "remote", "add", "origin", origin)
-    git(project, "push", "-q", "origin", "HEAD:main", env=lead)
-    use_team_remote(project)
-    dvc(project, "push", env=lead)  # the workers pull the data the stages before training made
-    earlier = sorted(name for name in RUNS if name.endswith(f"-s{SEEDS[0]}"))
-    dvc(project, "exp", "push", "origin", *earlier, env=lead)  # runs made before the workers start
-    commit = head(project)
-
-    def clone(name: str) -> Path:
-        environment = machines[name].environment
-        if reaches[name] is None:  # a GitHub runner: HTTP, the token in the checkout
-            token = (team_servers.http.url, team_servers.http.extraheader())
-            clone_as_actions_checkout(team_servers.http_repo_url, tmp_path / name, environment, extraheader=token)
-        else:
-            clone_as_actions_checkout(origin, tmp_path / name, env=environment)
-        use_team_remote(tmp_path / name)
-        return tmp_path / name
-
-    def study(where: Path, role: str, *args: str, worker: str = "") -> subprocess.Popen:
-        log = (tmp_path / f"{where.name}.log").open("w")
-        command = [word.replace("$GITHUB_SHA", commit) for word in workflow[role]]
-        process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "study", "--studies", "studies.yaml", *command, *args],
-            cwd=where,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=machines[where.name].environment | {"STUDY_WORKER": worker},
-            start_new_session=True,
-        )
-        process_groups.append(process)
-        return process
-
-    workers = [clone("worker-1"), clone("worker-2")]
+    """docs/cluster.md on real servers: git over SSH and HTTP and an S3 DVC remote, two worker
+    checkouts and a collector checkout made as the study workflow's runners make them, each running
+    that workflow's own commands; one worker is killed midway through its run. Each machine reaches
+    the repository as its kind does: worker-1 over SSH with a deploy key only in GIT_SSH_COMMAND, as
+    a pod has it; worker-2 and the collector, GitHub runners, over HTTP with the token only where
+    actions/checkout puts it, the checkout's http.<url>.extraheader. DVC's git client reads neither."""
+    reaches = {"worker-1": "GIT_SSH_COMMAND", "worker-2": None, "collector": None}
+    team = TeamStudy(studied[0], team_servers, tmp_path, reaches)
+    workers = [team.clone("worker-1"), team.clone("worker-2")]
     for worker in workers:
-        dvc(worker, "pull", "-q", env=machines[worker.name].environment)
-    first, second = (study(w, "--worker", "--claim-timeout", "6", worker=w.name) for w in workers)
+        dvc(worker, "pull", "-q", env=team.machines[worker.name].environment)
+    first, second = (team.study(w, "--worker", "--claim-timeout", "6", worker=w.name) for w in workers)
+    process_groups.extend([first, second])
     log = tmp_path / "worker-1.log"
     deadline = time.monotonic() + 300
     while " claimed" not in log.read_text():
@@ -451,34 +488,67 @@ def test_two_workers_and_a_collector_sharing_only_git_and_the_dvc_remote(
     assert second.wait(timeout=600) == 0, (tmp_path / "worker-2.log").read_text()
     said = (tmp_path / "worker-2.log").read_text()
     assert f"study worker worker-2: {killed} taken over" in said and said.count(" done") == 2
-    assert not cluster_claims(workers[1], commit, machines["worker-2"].environment)  # pushed runs leave no claim
-
-    collector = clone("collector")
-    assert study(collector, "--collect-from").wait() == 0, (tmp_path / "collector.log").read_text()
-    assert "study: pulled 4 of 4 runs from origin" in (tmp_path / "collector.log").read_text()
-    # The same runs on one machine: the tables the studied project's own study wrote.
-    here, there = project / SCRATCH_TABLES, collector / "build/studies/studies"
-    assert without_seconds((there / "lr.md").read_text()) == without_seconds((here / "lr.md").read_text())
-    assert results_without_seconds(there / "lr.json") == results_without_seconds(here / "lr.json")
-
-    pulled_runs, local_runs = exp_show(collector), exp_show(project)
-    assert set(pulled_runs) == RUNS == set(local_runs)
-    for name, row in pulled_runs.items():
-        params = row["data"]["params"]["params.yaml"]["data"]["train"]
-        assert (params["optimizer"]["lr"], params["seed"]) == (
-            (0.01 if "higher_lr" in name else 0.001),
-            int(name[-1]),
-        )
-        assert model_md5(collector, row["rev"]) == model_md5(project, local_runs[name]["rev"])
+    assert not team.claims_left("worker-2")  # pushed runs leave no claim behind
+    team.collect_and_compare(process_groups)
 
 
-def cluster_claims(where: Path, commit: str, env: dict[str, str]) -> str:
-    """The study's claims the git remote holds, as `git ls-remote` lists them on that machine."""
-    return subprocess.run(
-        ["git", "ls-remote", "origin", f"{cluster.CLAIMS}/{commit}/*"],
-        cwd=where,
-        capture_output=True,
-        text=True,
-        check=True,
-        env=env,
-    ).stdout
+@pytest.mark.slow
+@needs_ssh_client
+@needs_slurm
+@pytest.mark.xdist_group(STUDIED_GROUP)
+def test_slurm_runs_the_recipe_as_written_and_a_requeued_task_hands_its_run_back(
+    studied, tmp_path, team_servers, process_groups
+):
+    """docs/cluster/slurm-study.sh submitted with sbatch --array=1-2 to a real one-node SLURM, only
+    the repository and the DVC remote (the cluster user's global DVC config) being this test's; its
+    nodes use the user's key in ~/.ssh/config and the environment active at sbatch. One task is
+    requeued mid-run: it hands its claim back, starts again in a fresh clone with its first log
+    kept, and every run is pushed once; the collector's tables and models are one machine's."""
+    team = TeamStudy(studied[0], team_servers, tmp_path, {"cluster": "config", "collector": None})
+    user = team.machines["cluster"].environment
+    team.use_team_remote(tmp_path, "--global", env=user)
+    submit = tmp_path / "submit"
+    (tmp_path / "scratch").mkdir()
+    submit.mkdir()
+    venv = str(Path(sys.executable).parent)
+    environment = user | {
+        "VIRTUAL_ENV": str(Path(venv).parent),
+        "PATH": f"{venv}{os.pathsep}{user['PATH']}",
+        "TMPDIR": str(tmp_path / "scratch"),
+    }
+    with slurm_cluster(tmp_path / "slurm") as slurm:
+        submitted = slurm.run(
+            "sbatch", "--parsable", "--array=1-2", f"--chdir={submit}", f"--export=ALL,REPOSITORY={team.team.repo_url}",
+            str(PROJECT_ROOT / "docs/cluster/slurm-study.sh"), team.commit, "--studies", "studies.yaml",
+            env=environment,
+        )  # fmt: skip
+        job = submitted.strip().split(";")[0]
+        log = submit / f"study-{job}-1.out"
+        deadline = time.monotonic() + 300
+        while not log.exists() or " claimed" not in log.read_text():
+            assert time.monotonic() < deadline and slurm.run("squeue", "-h", "-j", job), read(log)
+            time.sleep(0.5)
+        requeued = log.read_text().splitlines()[-1].split()[3]  # "study worker slurm-...: <run> claimed"
+        slurm.run("scontrol", "requeue", f"{job}_1")
+        while "start 2" not in read(log):  # requeued tasks wait for a begin time: start it now
+            assert time.monotonic() < deadline, read(log)
+            subprocess.run(
+                ["scontrol", "update", f"JobId={job}_1", "StartTime=now"],
+                env=os.environ | slurm.environment,
+                capture_output=True,
+            )
+            time.sleep(1)
+        while slurm.run("squeue", "-h", "-j", job).strip():
+            assert time.monotonic() < deadline + 300, read(log) + read(submit / f"study-{job}-2.out")
+            time.sleep(1)
+    first_start, second_start = read(log).split(f"study task {job}_1, start 2")
+    assert f"error: stopped by SIGTERM: {requeued} stopped and its claim removed" in first_start
+    assert "every run of the plan is pushed" in second_start  # started cleanly, and saw the study through
+    both = read(log) + read(submit / f"study-{job}-2.out")
+    assert sum(both.count(f": {name} done") for name in RUNS) == 2  # the two runs left, each pushed once
+    assert not team.claims_left("cluster")
+    team.collect_and_compare(process_groups)
+
+
+def read(path: Path) -> str:
+    return path.read_text() if path.exists() else f"({path.name}: not written)"

@@ -30,7 +30,9 @@ echo "study task ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}, start $((${SLURM_
 git clone --quiet "$REPOSITORY" "$clone"
 cd "$clone"
 git checkout --quiet "$commit"
-python3 -m venv .venv && . .venv/bin/activate && pip install -q -r requirements.lock -e .
+if [ -z "${VIRTUAL_ENV:-}" ]; then  # else the cluster's environment, active at sbatch (--export=ALL), serves
+  python3 -m venv .venv && . .venv/bin/activate && pip install -q -r requirements.lock -e .
+fi
 dvc pull --quiet
 # exec: the worker takes the shell's place, so a preemption's SIGTERM reaches it and it hands its run back
 exec env STUDY_WORKER="slurm-${SLURM_ARRAY_JOB_ID}-${SLURM_ARRAY_TASK_ID}" python -m pipeline study --worker origin --commit "$commit" "$@"
