@@ -146,6 +146,13 @@ class Machine:
     environment: dict[str, str]
 
 
+def machine_environment(home: Path) -> dict[str, str]:
+    """This process's environment as a machine whose home is `home` has it: none of this process's
+    S3 credentials or SSH settings."""
+    kept = {name: value for name, value in os.environ.items() if not name.startswith(("AWS_", "GIT_SSH"))}
+    return kept | {"HOME": str(home)}
+
+
 def new_machine(home: Path, ssh: SSHServer, credentials: Credentials, ssh_settings: str | None = "config") -> Machine:
     """A machine with its own S3 credentials, and its own SSH key the SSH server accepts, the
     server's key in its known_hosts.
@@ -157,8 +164,7 @@ def new_machine(home: Path, ssh: SSHServer, credentials: Credentials, ssh_settin
     all, git reaches the repository over HTTP with the token its checkout holds."""
     ssh_folder = home / ".ssh"
     ssh_folder.mkdir(parents=True)
-    environment = {name: value for name, value in os.environ.items() if not name.startswith(("AWS_", "GIT_SSH"))}
-    environment |= {"HOME": str(home), "GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0"}
+    environment = machine_environment(home) | {"GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0"}
     credentials.write_to(home)
     if ssh_settings is not None:
         environment |= ssh_identity(ssh_folder, ssh, ssh_settings)

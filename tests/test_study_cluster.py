@@ -26,7 +26,7 @@ from pipeline.lib.layout import stage_path
 
 from conftest import PROJECT_ROOT, STUDIED_GROUP, clone_as_actions_checkout, dvc, git, head
 from scratch_params import SCRATCH_STUDY, SCRATCH_TABLES
-from servers import needs_slurm, needs_ssh_client, slurm_cluster
+from servers import needs_slurm, needs_ssh_client, s3_server, slurm_cluster
 
 ARMS, SEEDS = SCRATCH_STUDY["studies"]["lr"]["arms"], SCRATCH_STUDY["seeds"]
 RUNS = {f"lr-{arm}-s{seed}" for arm in ARMS for seed in SEEDS}
@@ -162,8 +162,6 @@ def test_a_failed_renewal_is_tried_again_and_is_a_takeover_only_when_the_claim_m
 def experiments(clone, tmp_path, monkeypatch):
     """The clone as a DVC project whose one stage copies params.yaml, two experiments run on it
     (s-a-s0, s-a-s1), and an S3 DVC remote (moto's server, bucket `study`) as its default."""
-    from servers import s3_server
-
     (clone / "dvc.yaml").write_text(
         "stages:\n  copy:\n    cmd: cp params.yaml out.txt\n    params: [train.seed]\n    outs: [out.txt]\n"
     )

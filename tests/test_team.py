@@ -3,7 +3,6 @@ remote on moto's S3 server. Folders that share nothing but those servers play th
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from test_reproducibility import workspace_state
 from pipeline.lib.layout import stage_path
 
 from conftest import PROJECT_ROOT, clone_as_actions_checkout, dvc, git, set_param
-from servers import Credentials, Machine, needs_ssh_client, s3_server, ssh_server
+from servers import Credentials, Machine, machine_environment, needs_ssh_client, s3_server, ssh_server
 
 BUCKET = "team-bucket"
 
@@ -89,7 +88,7 @@ def test_three_machines_share_data_models_and_runs_through_ssh_and_s3(project, t
 
 def one_line_error(where: Path, *args: str, home: Path) -> str:
     """What a command that must fail said on the machine whose home is `home`: exactly one line."""
-    failed = pipeline(where, *args, machine=Machine(home.name, home, without_credentials(home)))
+    failed = pipeline(where, *args, machine=Machine(home.name, home, machine_environment(home)))
     assert failed.returncode == 1 and len(failed.stderr.splitlines()) == 1, failed.stderr
     return failed.stderr.strip()
 
@@ -140,11 +139,6 @@ def test_a_remote_without_its_bucket_refusing_the_key_or_down_gets_one_line_and_
         "that its server is up"
     )
     assert workspace_state(project) == good
-
-
-def without_credentials(home: Path) -> dict[str, str]:
-    """This process's environment as a machine whose home is `home` has it: no S3 variables."""
-    return {name: value for name, value in os.environ.items() if not name.startswith("AWS_")} | {"HOME": str(home)}
 
 
 def pipeline(where: Path, *args: str, machine: Machine | None = None) -> subprocess.CompletedProcess:

@@ -140,11 +140,16 @@ def pushed_experiments(remote: str, commit: str) -> set[str]:
     return {line.rsplit("/", 1)[1] for line in listed.splitlines()}
 
 
+def empty_commit(message: str) -> str:
+    """A commit of the empty tree, in this worker's name: a claim, or a probe of push access."""
+    empty_tree = git("hash-object", "-w", "-t", "tree", "/dev/null").stdout.strip()
+    return git(*WORKER_IDENTITY, "commit-tree", empty_tree, "-m", message).stdout.strip()
+
+
 def check_push_access(remote: str) -> None:
     """A worker that could fetch but not push would run and never publish: push a probe ref of
     its own and remove it, or stop with one line."""
-    empty_tree = git("hash-object", "-w", "-t", "tree", "/dev/null").stdout.strip()
-    probe = git(*WORKER_IDENTITY, "commit-tree", empty_tree, "-m", f"probe by {worker_name()}").stdout.strip()
+    probe = empty_commit(f"probe by {worker_name()}")
     ref = f"refs/study-probes/{worker_name()}"
     pushed = git("push", "--quiet", "--no-verify", remote, f"{probe}:{ref}", check=False)
     if pushed.returncode:
@@ -167,10 +172,8 @@ def push_claim(
 ) -> str | None:
     """A new claim commit pushed over `replacing` (None: over no claim); its sha, or None when
     another worker's push came first. `since`: when the run started (None: now)."""
-    empty_tree = git("hash-object", "-w", "-t", "tree", "/dev/null").stdout.strip()
     now = time.time()
-    message = f"{note} {name} by {worker_name()} at {now:.6f} since {now if since is None else since:.6f}"
-    sha = git(*WORKER_IDENTITY, "commit-tree", empty_tree, "-m", message).stdout.strip()
+    sha = empty_commit(f"{note} {name} by {worker_name()} at {now:.6f} since {now if since is None else since:.6f}")
     ref = claim_ref(commit, name)
     lease = [f"--force-with-lease={ref}:{replacing}"] if replacing else []
     pushed = git("push", "--quiet", "--no-verify", *lease, remote, f"{sha}:{ref}", check=False)
